@@ -1,0 +1,75 @@
+"""Kafka topics of the pipeline: names, partition counts and configs in one place.
+
+`pulse stack up` creates them idempotently; the gateway and worker only use them.
+Every name gets ``PULSE_TOPIC_PREFIX`` in front, so tests can run isolated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+
+# engagement.events is keyed by community_id; the worker's state is partitioned the
+# same way, so its partition count caps how many workers share the load.
+EVENT_PARTITIONS = 4
+
+RAW = "webhooks.raw"
+EVENTS = "engagement.events"
+WINDOWS = "engagement.windows"
+FIRST_RESPONSES = "engagement.first_responses"
+HEALTH = "engagement.health"
+DEAD_LETTER = "engagement.deadletter"
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        RAW,
+        EVENT_PARTITIONS,
+        {"retention.ms": str(14 * DAY_MS), "compression.type": "producer"},
+        "every accepted delivery, signature headers removed, for replay",
+    ),
+    TopicSpec(
+        EVENTS,
+        EVENT_PARTITIONS,
+        {"retention.ms": str(14 * DAY_MS)},
+        "canonical events, key = community_id",
+    ),
+    TopicSpec(
+        WINDOWS,
+        EVENT_PARTITIONS,
+        # one live row per (community, window, start): compaction keeps the newest version
+        {"cleanup.policy": "compact,delete", "retention.ms": str(90 * DAY_MS)},
+        "window results, key = community|size|start, value carries a rising version",
+    ),
+    TopicSpec(
+        FIRST_RESPONSES,
+        EVENT_PARTITIONS,
+        {"cleanup.policy": "compact,delete", "retention.ms": str(90 * DAY_MS)},
+        "first non-author response per thread, key = community|thread",
+    ),
+    TopicSpec(
+        HEALTH,
+        EVENT_PARTITIONS,
+        {"cleanup.policy": "compact,delete", "retention.ms": str(90 * DAY_MS)},
+        "health snapshots when state, flags or responsiveness change, key = community_id",
+    ),
+    TopicSpec(
+        DEAD_LETTER,
+        1,
+        {"retention.ms": str(30 * DAY_MS)},
+        "messages that could not be processed, with the reason in headers",
+    ),
+)
+
+
+def topic_names(prefix: str = "") -> list[str]:
+    return [prefix + t.name for t in TOPICS]
