@@ -147,9 +147,7 @@ def _ingest_tokens(raw: str) -> dict[str, Secret]:
         if not sep:
             sender, token = f"sender-{n}", item
         if not sender.strip() or len(token) < 16:
-            raise ValueError(
-                "each entry must be TOKEN or SENDER=TOKEN, and a token needs at least 16 characters"
-            )
+            raise ValueError("each entry must be TOKEN or SENDER=TOKEN, and a token needs at least 16 characters")
         result[sender.strip()] = Secret(token)
     return result
 
@@ -221,7 +219,11 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("slack_signing_secret", "", _secret, "Slack app signing secret", secret=True),
     Variable(
-        "ingest_tokens", "", _ingest_tokens, "Bearer tokens of the generic API: TOKEN or SENDER=TOKEN, comma-separated", secret=True
+        "ingest_tokens",
+        "",
+        _ingest_tokens,
+        "Bearer tokens of the generic API: TOKEN or SENDER=TOKEN, comma-separated",
+        secret=True,
     ),
     Variable("max_body_bytes", str(1024 * 1024), _int_between(1024, 64 * 1024 * 1024), "Largest accepted request body"),
     Variable("produce_timeout_s", "5", _positive_float, "Deadline for Kafka to acknowledge a delivery before 503"),

@@ -82,13 +82,9 @@ class CanonicalEvent(BaseModel):
     )
     thread_id: Id | None = Field(default=None, description="The thread the event belongs to.")
     parent_id: Id | None = Field(default=None, description="The item replied or reacted to.")
-    parent_actor_id: Id | None = Field(
-        default=None, description="Author of the parent item, when the payload says so."
-    )
+    parent_actor_id: Id | None = Field(default=None, description="Author of the parent item, when the payload says so.")
     occurred_at: UtcTime = Field(description="Event time from the payload (UTC, millisecond precision).")
-    received_at: UtcTime = Field(
-        default_factory=_now, description="When the gateway accepted the delivery (UTC, ms)."
-    )
+    received_at: UtcTime = Field(default_factory=_now, description="When the gateway accepted the delivery (UTC, ms).")
 
     @field_serializer("occurred_at", "received_at")
     def _iso_ms(self, value: datetime) -> str:

@@ -12,9 +12,7 @@ HELP = "export the canonical event JSON Schema to schemas/"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the committed schema differs from the model"
-    )
+    parser.add_argument("--check", action="store_true", help="exit 1 if the committed schema differs from the model")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
