@@ -1,0 +1,487 @@
+"""Every Prometheus metric of the gateway and the worker, and the capped per-community exporter.
+
+One home for metric names, so dashboards, alert rules and code cannot drift apart:
+``pipeline.dashboards`` and the observability tests read the names from here.
+
+Conventions (https://prometheus.io/docs/practices/naming/): prefix ``pulse_``, base units
+(seconds, ratios 0..1), ``_total`` on counters, help text on each. Every holder class takes
+its own ``CollectorRegistry`` so the gateway and the worker (and tests) never share state.
+
+Label values must come from small fixed sets (the ``*_REASONS``/``*_OUTCOMES`` tuples
+below, platform names, partitions), never from payload content. Community ids are the one
+unbounded label: only ``CommunityGauges`` exports them, for at most ``cap`` communities.
+
+Usage::
+
+    registry = CollectorRegistry()
+    gm = GatewayMetrics(registry)
+    gm.deliveries_received.labels(platform="github").inc()
+    body, content_type = exposition(registry)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pipeline.results import RESPONSIVENESS, STATES, Flag, HealthSnapshot
+
+PLATFORMS: tuple[str, ...] = ("github", "discourse", "slack", "generic")
+"""Gateway routes; the ``platform`` label of gateway metrics is one of these."""
+
+REFUSE_REASONS: tuple[str, ...] = (
+    "unauthorized",  # missing/unknown bearer token (generic API)
+    "signature",  # bad or missing webhook signature, Slack timestamp outside the window
+    "payload",  # body is not a valid payload for the platform (400)
+    "too_large",  # body above max_body_bytes (413)
+    "media_type",  # unsupported content type (415)
+)
+"""Why the gateway answered 4xx: the sender's fault."""
+
+FAIL_REASONS: tuple[str, ...] = (
+    "kafka_unavailable",  # no broker reachable / producer not ready
+    "kafka_timeout",  # not acknowledged within produce_timeout_s
+    "internal",  # a bug: unexpected exception
+)
+"""Why the gateway answered 5xx: our fault, the platform will retry."""
+
+IGNORE_REASONS: tuple[str, ...] = ("ping", "private_message", "edit", "unsupported", "challenge", "other")
+"""Why an accepted delivery produced no events (2xx, nothing to count)."""
+
+LATE_OUTCOMES: tuple[str, ...] = ("applied", "dropped")
+DEAD_LETTER_REASONS: tuple[str, ...] = ("decode", "schema", "processing")
+SINK_TABLES: tuple[str, ...] = ("events", "windows", "first_responses", "health")
+FLAGS: tuple[Flag, ...] = ("dead", "dying", "one_poster", "unanswered_backlog", "when_we_can")
+
+# Produce acknowledgements with acks=all: milliseconds on a healthy broker, up to the timeout.
+PRODUCE_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# ClickHouse batch inserts: tens of ms embedded, up to seconds on a loaded server.
+SINK_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The text exposition of ``registry`` and its content type, for a /metrics endpoint."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+# ---------------------------------------------------------------- gateway
+
+
+class GatewayMetrics:
+    """Metrics of the webhook gateway (one instance per gateway process / test registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.deliveries_received = Counter(
+            "pulse_gateway_deliveries_received",
+            "Webhook deliveries and generic API requests received, before any check.",
+            ["platform"],
+            registry=registry,
+        )
+        self.deliveries_accepted = Counter(
+            "pulse_gateway_deliveries_accepted",
+            "Deliveries answered 2xx after Kafka acknowledged them (including ignored ones).",
+            ["platform"],
+            registry=registry,
+        )
+        self.deliveries_refused = Counter(
+            "pulse_gateway_deliveries_refused",
+            "Deliveries answered 4xx (the sender's fault), by reason.",
+            ["platform", "reason"],
+            registry=registry,
+        )
+        self.deliveries_failed = Counter(
+            "pulse_gateway_deliveries_failed",
+            "Deliveries answered 5xx (our fault; the platform retries), by reason.",
+            ["platform", "reason"],
+            registry=registry,
+        )
+        self.deliveries_ignored = Counter(
+            "pulse_gateway_deliveries_ignored",
+            "Accepted deliveries that produced no canonical event, by reason.",
+            ["platform", "reason"],
+            registry=registry,
+        )
+        self.events_produced = Counter(
+            "pulse_gateway_events_produced",
+            "Canonical events acknowledged by Kafka, by event kind.",
+            ["platform", "kind"],
+            registry=registry,
+        )
+        self.produce_latency = Histogram(
+            "pulse_gateway_produce_latency_seconds",
+            "Time from handing a delivery to the Kafka producer to its acknowledgement.",
+            buckets=PRODUCE_BUCKETS,
+            registry=registry,
+        )
+        self.requests_in_flight = Gauge(
+            "pulse_gateway_requests_in_flight",
+            "Requests being handled right now.",
+            registry=registry,
+        )
+        self.kafka_up = Gauge(
+            "pulse_gateway_kafka_up",
+            "1 when the gateway's Kafka producer can reach the cluster, else 0.",
+            registry=registry,
+        )
+        # Series exist from the start, so rate() and alerts see 0 rather than no data.
+        for platform in PLATFORMS:
+            self.deliveries_received.labels(platform=platform)
+            self.deliveries_accepted.labels(platform=platform)
+            for reason in REFUSE_REASONS:
+                self.deliveries_refused.labels(platform=platform, reason=reason)
+            for reason in FAIL_REASONS:
+                self.deliveries_failed.labels(platform=platform, reason=reason)
+
+
+# ---------------------------------------------------------------- worker and sink
+
+
+class SinkMetrics:
+    """Metrics of the ClickHouse sink; part of ``WorkerMetrics`` or standalone for a sink process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.batches = Counter(
+            "pulse_sink_batches",
+            "Batches inserted into ClickHouse, by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.rows = Counter(
+            "pulse_sink_rows",
+            "Rows inserted into ClickHouse, by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "pulse_sink_failures",
+            "Batch inserts into ClickHouse that failed (the batch is retried), by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.batch_duration = Histogram(
+            "pulse_sink_batch_seconds",
+            "Time to insert one batch into ClickHouse.",
+            buckets=SINK_BUCKETS,
+            registry=registry,
+        )
+        for table in SINK_TABLES:
+            self.batches.labels(table=table)
+            self.rows.labels(table=table)
+            self.failures.labels(table=table)
+
+
+class WorkerMetrics:
+    """Metrics of the stream worker, its sink and its communities (one per worker / test registry)."""
+
+    def __init__(self, registry: CollectorRegistry, max_communities: int = 2000) -> None:
+        self.events_processed = Counter(
+            "pulse_worker_events_processed",
+            "Canonical events applied to community state (after deduplication).",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "pulse_worker_duplicates",
+            "Events dropped because their event_id was already seen.",
+            registry=registry,
+        )
+        self.late_events = Counter(
+            "pulse_worker_late_events",
+            "Events older than their window's grace: applied (within max lateness) or dropped.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "pulse_worker_dead_letters",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "pulse_worker_consumer_lag_messages",
+            "Messages between the committed offset and the end of each owned partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.stream_lag = Gauge(
+            "pulse_worker_stream_lag_seconds",
+            "Wall-clock time minus the event time of the newest event processed.",
+            registry=registry,
+        )
+        self.kafka_up = Gauge(
+            "pulse_worker_kafka_up",
+            "1 when the worker's Kafka consumer can reach the cluster, else 0.",
+            registry=registry,
+        )
+        for outcome in LATE_OUTCOMES:
+            self.late_events.labels(outcome=outcome)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason=reason)
+        self.sink = SinkMetrics(registry)
+        self.communities = CommunityGauges(registry, max_communities)
+
+
+# ---------------------------------------------------------------- communities: the pure part
+
+CommunityKey = tuple[str, str]  # (platform, community_id): the labels of a per-community series
+
+
+def community_key(snapshot: HealthSnapshot) -> CommunityKey:
+    return (snapshot.platform, snapshot.community_id)
+
+
+def latest_per_community(snapshots: Iterable[HealthSnapshot]) -> dict[CommunityKey, HealthSnapshot]:
+    """One snapshot per community: the highest (stream_time, version, evaluated_at)."""
+    latest: dict[CommunityKey, HealthSnapshot] = {}
+    for snap in snapshots:
+        key = community_key(snap)
+        held = latest.get(key)
+        if held is None or (snap.stream_time, snap.version, snap.evaluated_at) > (
+            held.stream_time,
+            held.version,
+            held.evaluated_at,
+        ):
+            latest[key] = snap
+    return latest
+
+
+def export_priority(snapshot: HealthSnapshot) -> tuple[int, int, int, str, str]:
+    """Sort key: flagged first, then most posts over 7 d, then 28 d; ids break ties."""
+    return (
+        0 if snapshot.flags else 1,
+        -snapshot.posts_7d,
+        -snapshot.posts_28d,
+        snapshot.community_id,
+        snapshot.platform,
+    )
+
+
+def select_exported(snapshots: Iterable[HealthSnapshot], cap: int) -> list[HealthSnapshot]:
+    """The communities that get per-community series, in priority order (at most ``cap``)."""
+    ranked = sorted(latest_per_community(snapshots).values(), key=export_priority)
+    return ranked[: max(cap, 0)]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One per-community series: metric name, extra labels beyond (community_id, platform), value."""
+
+    metric: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+# name -> (help, extra label names); the per-community families, in exposition order
+COMMUNITY_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "pulse_community_info": (
+        "Always 1; carries the community's space and type for joins.",
+        ("space_id", "community_type"),
+    ),
+    "pulse_community_state": ("1 for the community's current primary state, 0 for the others.", ("state",)),
+    "pulse_community_flag": ("1 for each health rule that currently holds, 0 otherwise.", ("flag",)),
+    "pulse_community_responsiveness": (
+        "1 for the community's current responsiveness class, 0 for the others.",
+        ("responsiveness",),
+    ),
+    "pulse_community_posts": ("Human posts (threads + replies) over the trailing range.", ("range",)),
+    "pulse_community_baseline_posts_per_week": (
+        "Weekly average of human posts over the 4 weeks before the last 7 days.",
+        (),
+    ),
+    "pulse_community_active_members": ("Distinct human posters over the trailing range.", ("range",)),
+    "pulse_community_top1_share": ("Share of posts by the most active poster over the range (0..1).", ("range",)),
+    "pulse_community_threads_started": ("Threads started by humans over the trailing range.", ("range",)),
+    "pulse_community_first_response_p50_seconds": (
+        "Median time to a thread's first response by someone else over the range; absent without answers.",
+        ("range",),
+    ),
+    "pulse_community_answered_within_sla_ratio": (
+        "Share of the range's threads answered within the 24 h SLA (0..1); absent without threads.",
+        ("range",),
+    ),
+    "pulse_community_unanswered_threads": ("Threads with no response from someone other than their author.", ()),
+    "pulse_community_oldest_unanswered_age_seconds": (
+        "Age of the oldest unanswered thread at the community's stream time; absent when none.",
+        (),
+    ),
+    "pulse_community_last_post_timestamp_seconds": (
+        "Unix time of the community's last human post; absent when none is known.",
+        (),
+    ),
+    "pulse_community_stream_time_seconds": ("Unix time of the community's stream time (newest event time).", ()),
+}
+
+
+def community_samples(snap: HealthSnapshot) -> list[Sample]:
+    """Every per-community series of one snapshot. Unknown values are left out, not NaN."""
+
+    def s(metric: str, value: float, **labels: str) -> Sample:
+        return Sample(metric, tuple(labels.items()), float(value))
+
+    out = [
+        s("pulse_community_info", 1, space_id=snap.space_id, community_type=snap.community_type),
+        *(s("pulse_community_state", state == snap.state, state=state) for state in STATES),
+        *(s("pulse_community_flag", flag in snap.flags, flag=flag) for flag in FLAGS),
+        *(s("pulse_community_responsiveness", r == snap.responsiveness, responsiveness=r) for r in RESPONSIVENESS),
+        s("pulse_community_posts", snap.posts_1h, range="1h"),
+        s("pulse_community_posts", snap.posts_24h, range="24h"),
+        s("pulse_community_posts", snap.posts_7d, range="7d"),
+        s("pulse_community_posts", snap.posts_28d, range="28d"),
+        s("pulse_community_baseline_posts_per_week", snap.baseline_posts_per_week),
+        s("pulse_community_active_members", snap.active_members_7d, range="7d"),
+        s("pulse_community_top1_share", snap.top1_share_28d, range="28d"),
+        s("pulse_community_threads_started", snap.threads_started_7d, range="7d"),
+        s("pulse_community_unanswered_threads", snap.unanswered_threads),
+        s("pulse_community_stream_time_seconds", snap.stream_time.timestamp()),
+    ]
+    if snap.first_response_p50_7d_s is not None:
+        out.append(s("pulse_community_first_response_p50_seconds", snap.first_response_p50_7d_s, range="7d"))
+    if snap.answered_within_sla_7d is not None:
+        out.append(s("pulse_community_answered_within_sla_ratio", snap.answered_within_sla_7d, range="7d"))
+    if snap.oldest_unanswered_age_s is not None:
+        out.append(s("pulse_community_oldest_unanswered_age_seconds", snap.oldest_unanswered_age_s))
+    if snap.last_post_at is not None:
+        out.append(s("pulse_community_last_post_timestamp_seconds", snap.last_post_at.timestamp()))
+    return out
+
+
+@dataclass(frozen=True)
+class CommunityView:
+    """What the community collector exports at one moment (built by ``community_view``)."""
+
+    by_state: dict[str, int]
+    by_responsiveness: dict[str, int]
+    exported: tuple[HealthSnapshot, ...]
+    not_exported: int
+
+
+def community_view(snapshots: Iterable[HealthSnapshot], cap: int) -> CommunityView:
+    latest = latest_per_community(snapshots)
+    by_state: dict[str, int] = dict.fromkeys(STATES, 0)
+    by_resp: dict[str, int] = dict.fromkeys(RESPONSIVENESS, 0)
+    for snap in latest.values():
+        by_state[snap.state] += 1
+        by_resp[snap.responsiveness] += 1
+    exported = select_exported(latest.values(), cap)
+    return CommunityView(by_state, by_resp, tuple(exported), len(latest) - len(exported))
+
+
+# ---------------------------------------------------------------- communities: the collector
+
+
+class CommunityGauges(Collector):
+    """Per-community gauges for at most ``cap`` communities, plus counts that are always exported.
+
+    ``update(snapshots)`` replaces the whole picture with the given communities' latest health
+    (give it every community this process owns, e.g. the health table of its partitions: with
+    several workers each exports only its own, and sums across instances are totals). Series of
+    communities that are no longer selected disappear at the next scrape, because the collector
+    renders from the current view rather than keeping labelled children around.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None, cap: int = 2000) -> None:
+        self.cap = cap
+        self._lock = threading.Lock()
+        self._view = community_view((), cap)
+        if registry is not None:
+            registry.register(self)
+
+    def update(self, snapshots: Iterable[HealthSnapshot]) -> None:
+        view = community_view(snapshots, self.cap)
+        with self._lock:
+            self._view = view
+
+    @property
+    def exported_keys(self) -> list[CommunityKey]:
+        with self._lock:
+            return [community_key(s) for s in self._view.exported]
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only (no samples), so the registry can check for clashes at registration.
+        return list(self._families(community_view((), self.cap)))
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            view = self._view
+        return list(self._families(view))
+
+    def _families(self, view: CommunityView) -> Iterator[Metric]:
+        states = GaugeMetricFamily(
+            "pulse_communities",
+            "Communities known to this process, by primary health state.",
+            labels=["state"],
+        )
+        for state, n in view.by_state.items():
+            states.add_metric([state], n)
+        yield states
+        resp = GaugeMetricFamily(
+            "pulse_communities_by_responsiveness",
+            "Communities known to this process, by responsiveness class.",
+            labels=["responsiveness"],
+        )
+        for cls, n in view.by_responsiveness.items():
+            resp.add_metric([cls], n)
+        yield resp
+        yield GaugeMetricFamily(
+            "pulse_communities_not_exported",
+            "Communities left without per-community series because of the series cap.",
+            value=view.not_exported,
+        )
+        yield GaugeMetricFamily(
+            "pulse_communities_export_cap",
+            "Most communities that get per-community series (settings.metrics_max_communities).",
+            value=self.cap,
+        )
+        families: dict[str, GaugeMetricFamily] = {}
+        for name, (help_text, extra) in COMMUNITY_FAMILIES.items():
+            families[name] = GaugeMetricFamily(name, help_text, labels=["community_id", "platform", *extra])
+        for snap in view.exported:
+            for sample in community_samples(snap):
+                families[sample.metric].add_metric(
+                    [snap.community_id, snap.platform, *(v for _, v in sample.labels)], sample.value
+                )
+        yield from families.values()
+
+
+def metric_names(registry: CollectorRegistry) -> set[str]:
+    """Every sample name a scrape of ``registry`` can show (with _total, _bucket, ... suffixes)."""
+    names: set[str] = set()
+    for family in registry.collect():
+        if family.type == "counter":
+            names.update({family.name + "_total", family.name + "_created"})
+        elif family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_count", "_sum", "_created"))
+        else:
+            names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+def all_metric_names() -> set[str]:
+    """Names exported by the gateway and the worker together (for checking queries)."""
+    gateway, worker = CollectorRegistry(), CollectorRegistry()
+    GatewayMetrics(gateway)
+    WorkerMetrics(worker)
+    return metric_names(gateway) | metric_names(worker)
+
+
+__all__: Sequence[str] = (
+    "COMMUNITY_FAMILIES",
+    "CommunityGauges",
+    "CommunityView",
+    "GatewayMetrics",
+    "SinkMetrics",
+    "WorkerMetrics",
+    "all_metric_names",
+    "community_samples",
+    "community_view",
+    "exposition",
+    "latest_per_community",
+    "metric_names",
+    "select_exported",
+)
