@@ -29,6 +29,7 @@ WINDOWS = "engagement.windows"
 FIRST_RESPONSES = "engagement.first_responses"
 HEALTH = "engagement.health"
 DEAD_LETTER = "engagement.deadletter"
+TICKS = "engagement.ticks"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
@@ -61,6 +62,12 @@ TOPICS: tuple[TopicSpec, ...] = (
         EVENT_PARTITIONS,
         {"cleanup.policy": "compact,delete", "retention.ms": str(90 * DAY_MS)},
         "health snapshots when state, flags or responsiveness change, key = community_id",
+    ),
+    TopicSpec(
+        TICKS,
+        EVENT_PARTITIONS,
+        {"retention.ms": str(DAY_MS)},
+        "wall-clock ticks, one per owned partition, so idle communities close windows in order with events",
     ),
     TopicSpec(
         DEAD_LETTER,

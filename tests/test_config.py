@@ -117,3 +117,12 @@ def test_pulse_config_command_masks_and_reports_errors() -> None:
     )
     assert bad.returncode == 2
     assert "PULSE_GATEWAY_PORT" in bad.stderr
+
+
+def test_readme_documents_every_variable_with_its_default() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for var in config.VARIABLES:
+        shown = f"`{var.default}`" if var.default else "(not set)"
+        assert f"| `{var.env}` | {shown} |" in readme, f"README's configuration table lacks {var.env}"

@@ -1,0 +1,1 @@
+"""The stream worker: Faust agents around the pure engine of ``pipeline.core``."""

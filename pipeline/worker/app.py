@@ -1,0 +1,263 @@
+"""The Faust application: wiring only.
+
+One agent consumes ``engagement.events`` and ``engagement.ticks`` (both keyed by
+community, same partition count), hands every message to ``Processor`` and
+sends what it returns. Community state lives in the RocksDB-backed Faust table
+``community-state`` (changelog partitioned like the source), so a restarted or
+rebalanced worker resumes exactly where the changelog says. A timer puts one
+tick per owned partition on ``engagement.ticks`` so idle communities close
+their windows and turn dead in order with the events of their partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+from prometheus_client import CollectorRegistry
+
+from pipeline import topics
+from pipeline.communities import load_directory
+from pipeline.config import Settings
+from pipeline.metrics import WorkerMetrics
+from pipeline.worker.processing import (
+    Processor,
+    StepResult,
+    Unprocessable,
+    decode_tick,
+    encode_tick,
+    partition_for,
+)
+
+log = logging.getLogger(__name__)
+
+TICK_INTERVAL_S = 5.0
+METRICS_INTERVAL_S = 5.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class PulseWorker:
+    """Builds the Faust app for one configuration and keeps the worker's shell state."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = WorkerMetrics(self.registry, settings.metrics_max_communities)
+        self.app = faust.App(
+            settings.topic("pulse-worker"),
+            broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+            store="rocksdb://",
+            datadir=str(settings.state_dir / "worker"),
+            web_host=settings.worker_host,
+            web_bind=settings.worker_host,
+            web_port=settings.worker_port,
+            topic_partitions=topics.EVENT_PARTITIONS,
+            topic_allow_declare=True,
+            topic_disable_leader=True,
+            producer_acks=-1,
+            key_serializer="raw",
+            value_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+            broker_commit_every=1000,
+            broker_commit_interval=1.0,
+            table_standby_replicas=0,
+            web_enabled=True,
+        )
+        self.table = self.app.Table(
+            "community-state",
+            partitions=topics.EVENT_PARTITIONS,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.processor = Processor(
+            load_directory(settings.communities_file),
+            load=self._load_state,
+            save=self._save_state,
+            partitions=topics.EVENT_PARTITIONS,
+        )
+        self._scanned: set[int] = set()
+        self._topic = {
+            name: self.app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=None)
+            for name in (
+                topics.EVENTS,
+                topics.TICKS,
+                topics.WINDOWS,
+                topics.FIRST_RESPONSES,
+                topics.HEALTH,
+                topics.DEAD_LETTER,
+            )
+        }
+        self._source = self.app.topic(
+            settings.topic(topics.EVENTS),
+            settings.topic(topics.TICKS),
+            key_type=bytes,
+            value_type=bytes,
+        )
+        self._wire()
+
+    # -- state table ------------------------------------------------------------
+
+    def _load_state(self, community_id: str) -> bytes | None:
+        value: bytes | None = self.table.get(community_id.encode())
+        return value
+
+    def _save_state(self, community_id: str, state: bytes) -> None:
+        self.table[community_id.encode()] = state
+
+    def _adopt_partition(self, partition: int) -> None:
+        """After start or rebalance: find the communities of a partition in the table."""
+        if partition in self._scanned:
+            return
+        self._scanned.add(partition)
+        keys = [k.decode() for k in self.table.keys()]
+        self.processor.adopt(k for k in keys if partition_for(k, topics.EVENT_PARTITIONS) == partition)
+
+    def owned_partitions(self) -> set[int]:
+        events = self.settings.topic(topics.EVENTS)
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == events}
+
+    # -- wiring -----------------------------------------------------------------
+
+    def _wire(self) -> None:
+        app = self.app
+        ticks_name = self.settings.topic(topics.TICKS)
+
+        @app.agent(self._source, name="engagement")
+        async def engagement(stream: Any) -> AsyncIterator[None]:
+            async for event in stream.events():
+                await self._handle(event, is_tick=event.message.topic == ticks_name)
+                yield None
+
+        @app.timer(interval=TICK_INTERVAL_S)
+        async def tick() -> None:
+            wall_ms = _now_ms()
+            for partition in sorted(self.owned_partitions()):
+                await self._topic[topics.TICKS].send(key=None, value=encode_tick(wall_ms), partition=partition)
+
+        @app.timer(interval=METRICS_INTERVAL_S)
+        async def export_metrics() -> None:
+            self.metrics.communities.update(self.processor.health.values())
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+            parts = {tp.partition for tp in revoked if tp.topic == self.settings.topic(topics.EVENTS)}
+            self.processor.forget_partitions(parts)
+            self._scanned -= parts
+
+        @app.page("/metrics")
+        async def metrics_page(web: Any, request: Any) -> Any:
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            return web.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+
+        @app.page("/healthz")
+        async def healthz(web: Any, request: Any) -> Any:
+            return web.json({"status": "ok"})
+
+        self._agent = engagement
+
+    async def _handle(self, event: EventT, *, is_tick: bool) -> None:
+        message = event.message
+        try:
+            if is_tick:
+                self._adopt_partition(message.partition)
+                result = self.processor.handle_tick(message.partition, decode_tick(event.value))
+            else:
+                result = self.processor.handle_event(event.value, _now_ms())
+        except Unprocessable as exc:
+            await self._dead_letter(message, exc)
+            return
+        for out in result.outputs:
+            await self._topic[out.topic].send(key=out.key, value=out.value)
+        self._observe(result, event)
+
+    def _observe(self, result: StepResult, event: EventT) -> None:
+        m = self.metrics
+        if result.processed:
+            m.events_processed.inc(result.processed - result.duplicates)
+        if result.duplicates:
+            m.duplicates.inc(result.duplicates)
+        if result.late_applied:
+            m.late_events.labels(outcome="applied").inc(result.late_applied)
+        if result.late_dropped:
+            m.late_events.labels(outcome="dropped").inc(result.late_dropped)
+
+    async def _dead_letter(self, message: Any, error: Unprocessable) -> None:
+        reason = error.reason
+        log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+        self.metrics.dead_letters.labels(reason=error.category).inc()
+        await self._topic[topics.DEAD_LETTER].send(
+            key=message.key,
+            value=message.value,
+            headers=[
+                ("reason", reason.encode()),
+                ("source_topic", str(message.topic).encode()),
+                ("source_partition", str(message.partition).encode()),
+                ("source_offset", str(message.offset).encode()),
+            ],
+        )
+
+
+def _api_filters(query: Any) -> dict[str, str | None]:
+    return {"state": query.get("state") or None, "platform": query.get("platform") or None}
+
+
+def add_read_api(worker: PulseWorker, client: Any) -> None:
+    """GET /api/communities and /api/communities/{id}, answered from ClickHouse.
+
+    With the embedded engine only this process may open the store, so the worker
+    is where reads go; queries run in a thread so the stream never waits on them.
+    """
+    from pipeline.storage import queries
+
+    app = worker.app
+
+    @app.page("/api/communities")
+    async def communities(web: Any, request: Any) -> Any:
+        rows = await asyncio.to_thread(queries.list_communities, client, **_api_filters(request.query))
+        return web.json(rows)
+
+    @app.page("/api/communities/{community_id}")
+    async def community(web: Any, request: Any, community_id: str) -> Any:
+        detail = await asyncio.to_thread(queries.community_detail, client, community_id)
+        if detail is None:
+            return web.json({"error": f"unknown community {community_id!r}"}, status=404)
+        return web.json(detail)
+
+
+def run_worker(settings: Settings, *, with_sink: bool = True) -> int:
+    """Run until SIGTERM/SIGINT; Faust's worker stops the agent, flushes and commits."""
+    import threading
+
+    from pipeline.storage.client import connect
+    from pipeline.storage.migrate import migrate
+    from pipeline.storage.sink import Sink
+
+    worker = PulseWorker(settings)
+    client = connect(settings)
+    migrate(client)
+    add_read_api(worker, client)
+    stop = threading.Event()
+    sink_thread: threading.Thread | None = None
+    if with_sink:
+        sink = Sink(settings, connect(settings), registry=worker.registry)
+        sink_thread = threading.Thread(target=sink.run, args=(stop,), name="clickhouse-sink", daemon=True)
+        sink_thread.start()
+    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    try:
+        faust_worker.execute_from_commandline()
+    finally:
+        stop.set()
+        if sink_thread is not None:
+            sink_thread.join(timeout=30)
+    return 0
