@@ -119,7 +119,7 @@ class PulseWorker:
         if partition in self._scanned:
             return
         self._scanned.add(partition)
-        keys = [k.decode() for k in self.table.keys()]
+        keys = [k.decode() for k in self.table]
         self.processor.adopt(k for k in keys if partition_for(k, topics.EVENT_PARTITIONS) == partition)
 
     def owned_partitions(self) -> set[int]:

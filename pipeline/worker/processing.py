@@ -84,7 +84,7 @@ def decode_tick(value: bytes | None) -> int:
     try:
         wall_ms = json.loads(value or b"")["wall_ms"]
     except (ValueError, KeyError, TypeError):
-        raise Unprocessable("invalid tick: expected {\"wall_ms\": <int>}", "decode") from None
+        raise Unprocessable('invalid tick: expected {"wall_ms": <int>}', "decode") from None
     if not isinstance(wall_ms, int):
         raise Unprocessable("invalid tick: wall_ms must be an integer", "decode")
     return wall_ms
