@@ -1,0 +1,410 @@
+"""The ClickHouse sink: Kafka topics -> ClickHouse tables, at least once, without duplicates in reads.
+
+One kafka-python consumer (auto-commit off) reads the events, windows, first-responses and
+health topics. Messages become rows (``rows.py``) and gather in a ``Batch`` until the
+``BatchPolicy`` says it is due (rows, bytes or age). Then, in order:
+
+1. each table's rows are inserted with a deterministic ``insert_deduplication_token``; rows the
+   store refuses are isolated by splitting the batch (``insert_isolating``);
+2. refused and undecodable messages go to the dead-letter topic, the reason in headers;
+3. only then are the offsets committed.
+
+When ClickHouse is unavailable (any error that is not about the data) the batch is kept, every
+assigned partition is paused, and the insert is retried with exponential backoff; polling goes on
+only to stay in the consumer group. Nothing is dropped; consumption resumes once the batch is
+stored. A batch retried after a partial insert, or messages replayed after a crash, give
+duplicate rows at worst, which ReplacingMergeTree folds and the queries read with FINAL/LIMIT BY.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import topics
+from pipeline.config import Settings
+from pipeline.storage.batching import (
+    Backoff,
+    Batch,
+    BatchPolicy,
+    DeadLetter,
+    Source,
+    describe_error,
+    insert_isolating,
+)
+from pipeline.storage.rows import Row, RowError, Table, tables_by_topic
+
+log = logging.getLogger(__name__)
+
+SINK_GROUP = "pulse-storage-sink"
+
+# ClickHouse error codes that mean "this data is wrong", not "the store is unwell"
+ROW_ERROR_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        469,  # VIOLATED_CONSTRAINT
+    }
+)
+
+# sink table -> label of pipeline.metrics.SinkMetrics
+_METRIC_LABEL = {
+    "events": "events",
+    "window_results": "windows",
+    "first_responses": "first_responses",
+    "health_snapshots": "health",
+}
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """True when the store refused the data itself; anything else is treated as an outage."""
+    from clickhouse_connect.driver.exceptions import DatabaseError, DataError
+
+    if isinstance(exc, DataError | ValueError | TypeError | OverflowError | struct.error | UnicodeError):
+        return True
+    return isinstance(exc, DatabaseError) and getattr(exc, "code", None) in ROW_ERROR_CODES
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """The client itself is unusable (closed, network gone): reconnect before the next retry."""
+    from clickhouse_connect.driver.exceptions import OperationalError, ProgrammingError
+
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, ProgrammingError) and "closed" in str(exc).lower()
+
+
+@dataclass
+class SinkStats:
+    rows_inserted: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    failures: int = 0
+    dead_letters: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows_inserted.values())
+
+
+class Sink:
+    """Kafka -> ClickHouse. ``run(stop)`` loops; ``run_once()`` is one poll/flush step.
+
+    The sink owns ``client``: after a lost connection it closes it and opens a new one with
+    ``reconnect`` (default ``pipeline.storage.client.connect(settings)``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: Any,
+        *,
+        policy: BatchPolicy | None = None,
+        backoff: Backoff | None = None,
+        group_id: str | None = None,
+        reconnect: Callable[[], Any] | None = None,
+        metrics: Any | None = None,
+        registry: Any | None = None,
+        idle_wait_s: float = 0.2,
+    ) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+        from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+        self.settings = settings
+        self.client = client
+        self.policy = policy or BatchPolicy()
+        self.backoff = backoff or Backoff()
+        self.stats = SinkStats()
+        self.idle_wait_s = idle_wait_s
+        self._reconnect = reconnect or self._default_reconnect
+        self._metrics = metrics if metrics is not None else _metrics_for(registry)
+        self._tables: dict[str, Table] = tables_by_topic(settings.topic)
+        self._dead_letter_topic = settings.topic(topics.DEAD_LETTER)
+        self._batch: Batch[Row] = Batch()
+        self._failed_attempts = 0
+        self._retry_at: float | None = None
+        self._client_broken = False
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap.split(","),
+            group_id=group_id or settings.topic_prefix + SINK_GROUP,
+            client_id="pulse-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.policy.max_rows,
+            # the sink may hold a batch while ClickHouse is down; it keeps polling (paused)
+            # to stay in the group, so the default poll interval is enough
+        )
+        sink = self
+
+        class _Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                sink._on_revoked()
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                pass
+
+        self._consumer.subscribe(topics=sorted(self._tables), listener=_Listener())
+        self._producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap.split(","),
+            client_id="pulse-sink-deadletter",
+            acks="all",
+            linger_ms=5,
+        )
+
+    # ------------------------------------------------------------ loop
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume and store until ``stop`` is set; then store what is pending (one try) and close."""
+        log.info("sink started on %s", ", ".join(sorted(self._tables)))
+        try:
+            while not stop.is_set():
+                try:
+                    self.run_once()
+                except Exception:  # keep the sink alive; the batch is kept and retried
+                    log.exception("sink step failed")
+                    stop.wait(self.backoff.delay(max(1, self._failed_attempts)))
+            if self._batch.count and self._retry_at is None:
+                self.flush()
+        finally:
+            self.close()
+
+    def run_once(self, timeout_s: float | None = None) -> int:
+        """One step: retry a held batch, or poll and flush when due. Returns rows stored."""
+        wait = self.idle_wait_s if timeout_s is None else timeout_s
+        now = time.monotonic()
+        if self._retry_at is not None:
+            if now < self._retry_at:
+                # partitions are paused: this only keeps the group membership alive
+                self._consumer.poll(timeout_ms=int(min(wait, self._retry_at - now) * 1000))
+                return 0
+            return self.flush()
+        batch = self._batch
+        poll_wait = self.policy.wait(batch.count, batch.opened_at, now, wait)
+        records = self._consumer.poll(
+            timeout_ms=int(poll_wait * 1000), max_records=max(1, self.policy.room(batch.count))
+        )
+        now = time.monotonic()
+        for tp, messages in records.items():
+            table = self._tables.get(tp.topic)
+            for message in messages:
+                self._add(table, message, now)
+        if self.policy.due(batch.count, batch.nbytes, batch.opened_at, time.monotonic()):
+            return self.flush()
+        return 0
+
+    def _add(self, table: Table | None, message: Any, now: float) -> None:
+        source = Source(message.topic, message.partition, message.offset, message.key, message.value)
+        if table is None:
+            self._batch.add_dead(DeadLetter(source, "decode", f"no table for topic {message.topic}"), now)
+            return
+        try:
+            row = table.decode(message.value)
+        except RowError as exc:
+            self._batch.add_dead(DeadLetter(source, "decode", f"{table.name}: {exc.reason}"), now)
+            return
+        self._batch.add_row(table.name, row, source, now)
+
+    # ------------------------------------------------------------ flush
+
+    def flush(self) -> int:
+        """Store the current batch, dead-letter what was refused, commit. Returns rows stored.
+
+        On an outage the batch is kept, partitions are paused and a retry is scheduled.
+        """
+        batch = self._batch
+        if batch.count == 0:
+            return 0
+        started = time.monotonic()
+        try:
+            if self._client_broken:
+                self._replace_client()
+            stored, dead = self._store(batch)
+            self._send_dead_letters(dead)
+        except Exception as exc:
+            self._hold(exc)
+            return 0
+        self._commit(batch)
+        self._record_success(stored, time.monotonic() - started, len(dead))
+        self._batch = Batch()
+        if self._retry_at is not None or self._failed_attempts:
+            log.info("ClickHouse is back: batch stored after %d retries", self._failed_attempts)
+            self._consumer.resume(*self._consumer.assignment())
+        self._retry_at = None
+        self._failed_attempts = 0
+        return sum(stored.values())
+
+    def _store(self, batch: Batch[Row]) -> tuple[dict[str, int], list[DeadLetter]]:
+        stored: dict[str, int] = {}
+        dead = list(batch.dead)
+        for table_name, rows in batch.rows.items():
+            table = next(t for t in self._tables.values() if t.name == table_name)
+
+            def insert(part: Sequence[Row], token: str, t: Table = table) -> None:
+                self._insert(t, part, token)
+
+            refused = insert_isolating(
+                insert,
+                rows,
+                batch.token(table_name),
+                is_row_error,
+            )
+            sources = batch.sources[table_name]
+            for index, reason in refused:
+                dead.append(DeadLetter(sources[index], "insert", f"{table_name}: {reason}"))
+            stored[table_name] = len(rows) - len(refused)
+        return stored, dead
+
+    def _insert(self, table: Table, rows: Sequence[Row], token: str) -> None:
+        self.client.insert(
+            table.name,
+            rows,
+            column_names=table.columns,
+            settings={"insert_deduplication_token": token},
+        )
+
+    def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        futures = []
+        for letter in dead:
+            s = letter.source
+            headers = [
+                ("reason", letter.reason.encode("utf-8", "replace")),
+                ("stage", letter.stage.encode()),
+                ("source_topic", s.topic.encode()),
+                ("source_partition", str(s.partition).encode()),
+                ("source_offset", str(s.offset).encode()),
+            ]
+            futures.append(
+                self._producer.send(self._dead_letter_topic, key=s.key, value=s.value, headers=headers)
+            )
+        self._producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=30)  # raise if Kafka did not take it: the batch is retried
+        for letter in dead:
+            log.warning(
+                "dead-lettered %s/%d@%d (%s): %s",
+                letter.source.topic,
+                letter.source.partition,
+                letter.source.offset,
+                letter.stage,
+                letter.reason,
+            )
+
+    def _commit(self, batch: Batch[Row]) -> None:
+        from kafka import OffsetAndMetadata, TopicPartition
+
+        offsets = {
+            TopicPartition(t, p): OffsetAndMetadata(offset, "", -1)
+            for (t, p), offset in batch.next_offsets.items()
+        }
+        try:
+            self._consumer.commit(offsets=offsets)
+        except Exception as exc:
+            # rows are stored; after a rebalance they are read again and folded by the tables
+            log.warning("offset commit failed after a stored batch (%s); rows may be re-read", exc)
+
+    def _hold(self, exc: BaseException) -> None:
+        self._failed_attempts += 1
+        delay = self.backoff.delay(self._failed_attempts)
+        self._retry_at = time.monotonic() + delay
+        self.stats.failures += 1
+        self.stats.last_error = describe_error(exc)
+        if is_connection_lost(exc):
+            self._client_broken = True
+        if self._metrics is not None:
+            for table_name in self._batch.rows:
+                self._metrics.failures.labels(table=_METRIC_LABEL.get(table_name, table_name)).inc()
+        assigned = self._consumer.assignment()
+        if assigned:
+            self._consumer.pause(*assigned)
+        log.warning(
+            "ClickHouse insert failed (attempt %d, retry in %.1fs, %d messages held, "
+            "consumption paused): %s",
+            self._failed_attempts,
+            delay,
+            self._batch.count,
+            self.stats.last_error,
+        )
+
+    def _record_success(self, stored: dict[str, int], seconds: float, dead: int) -> None:
+        self.stats.batches += 1
+        self.stats.dead_letters += dead
+        for name, n in stored.items():
+            self.stats.rows_inserted[name] = self.stats.rows_inserted.get(name, 0) + n
+        if self._metrics is not None:
+            self._metrics.batch_duration.observe(seconds)
+            for name, n in stored.items():
+                label = _METRIC_LABEL.get(name, name)
+                self._metrics.batches.labels(table=label).inc()
+                self._metrics.rows.labels(table=label).inc(n)
+
+    def _replace_client(self) -> None:
+        from pipeline.storage.client import close_quietly
+
+        close_quietly(self.client)
+        self.client = self._reconnect()
+        self._client_broken = False
+        self.stats.reconnects += 1
+
+    def _default_reconnect(self) -> Any:
+        from pipeline.storage.client import connect
+
+        return connect(self.settings)
+
+    def _on_revoked(self) -> None:
+        # Partitions may move: forget the uncommitted batch, the next owner (maybe us again,
+        # from the committed offsets) reads it again. Replays are folded by the tables.
+        if self._batch.count:
+            log.info("partitions revoked: dropping %d uncommitted messages to re-read", self._batch.count)
+        self._batch = Batch()
+        self._retry_at = None
+        self._failed_attempts = 0
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def held(self) -> bool:
+        """True while a batch waits for ClickHouse (consumption paused)."""
+        return self._retry_at is not None
+
+    @property
+    def pending(self) -> int:
+        return self._batch.count
+
+    def close(self) -> None:
+        for closer in (self._consumer.close, lambda: self._producer.close(timeout=5)):
+            try:
+                closer()
+            except Exception:
+                log.debug("closing the sink's Kafka clients failed", exc_info=True)
+
+
+def _metrics_for(registry: Any | None) -> Any | None:
+    if registry is None:
+        return None
+    from pipeline.metrics import SinkMetrics
+
+    try:
+        return SinkMetrics(registry)
+    except ValueError:
+        # WorkerMetrics already registered the sink metrics in this registry: pass
+        # metrics=worker_metrics.sink instead to have them counted
+        log.warning("sink metrics already registered in this registry; pass metrics= to use them")
+        return None
