@@ -1,0 +1,554 @@
+"""One community's engine: dedupe -> event-time windows -> first responses -> health.
+
+The whole state of a community is one ``CommunityEngine`` (serialized with
+``to_state``/``from_state``), so a Faust table keyed by community_id can hold it.
+No I/O, no clock reads: the caller passes the wall clock in.
+
+Flow of ``apply(event, wall_now_ms)``:
+
+1. the stream clock follows the wall clock if the community was idle, and
+   windows whose ``end + grace`` it passed become final;
+2. an event_id already seen is a duplicate (counted, not applied);
+3. an event older than stream time - ``max_lateness`` is counted as dropped,
+   never applied;
+4. otherwise it updates its hourly and daily buckets (a final bucket gets a
+   corrected final row with a higher version and ``late_events`` + 1), the
+   member book (new vs returning) and the thread book (first responses);
+5. changed windows are emitted (``WindowResult`` with a rising version), health
+   is re-evaluated and emitted when state, flags or responsiveness change.
+
+``advance(wall_now_ms)`` does 1 and 5 without an event: this is how silent
+communities close windows and become dead.
+
+Definitions (documented here because they are choices):
+
+- *new member* in a window: a human poster whose first post seen by this engine
+  falls in that window. The engine remembers a member until they have not posted
+  for ``member_memory_ms`` (default 90 d); after that they count as new again.
+- *first response*: per thread, the earliest reply by an actor who is neither the
+  thread's author nor a bot (staff count). Replies without ``thread_id`` use
+  ``parent_id`` as the thread. Threads started by bots are not tracked.
+- In a window row, ``first_response_p50/p90_s`` and ``threads_answered`` are about
+  first responses that *happened in* the window; ``threads_unanswered`` and
+  ``oldest_unanswered_age_s`` are the state *at the window's end*: threads started
+  in the ``thread_horizon_ms`` (28 d) before the end with no first response by then.
+  Both depend only on event times, so final rows do not depend on arrival order.
+- Deleted users and other anonymous authors are ordinary humans to the engine (the
+  Stack Exchange helper names them "deleted").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.core.buckets import Bucket
+from pipeline.core.concentration import absence_factor, gini, top_share
+from pipeline.core.dedupe import Deduper
+from pipeline.core.health import HealthInputs, Verdict, evaluate
+from pipeline.core.latency import Answered, Thread, known_threads, percentile
+from pipeline.core.policy import DEFAULT_POLICY, CommunityPolicy
+from pipeline.core.windows import (
+    DAY_MS,
+    DEFAULT_WINDOWS,
+    HOUR_MS,
+    SIZE_MS,
+    StreamClock,
+    WindowsConfig,
+    is_final,
+    ms_to_dt,
+    window_start,
+)
+from pipeline.events import CanonicalEvent, Kind
+from pipeline.results import FirstResponse, HealthSnapshot, WindowResult
+
+STATE_FORMAT = 1
+_DAYS_KEPT = 35  # dying baseline: the 4 weeks before the last 7 days
+_DETAIL_DAYS = 28  # posters per day are kept for the 28 d views only
+
+
+@dataclass
+class Emissions:
+    windows: list[WindowResult] = field(default_factory=list)
+    first_responses: list[FirstResponse] = field(default_factory=list)
+    health: list[HealthSnapshot] = field(default_factory=list)
+    duplicates: int = 0
+    late_applied: int = 0
+    late_dropped: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.windows or self.first_responses or self.health)
+
+
+class CommunityEngine:
+    def __init__(
+        self,
+        community_id: str,
+        platform: str,
+        space_id: str,
+        policy: CommunityPolicy = DEFAULT_POLICY,
+        windows_config: WindowsConfig = DEFAULT_WINDOWS,
+    ) -> None:
+        self.community_id = community_id
+        self.platform = platform
+        self.space_id = space_id
+        self.policy = policy
+        self.config = windows_config
+        self.clock = StreamClock(windows_config.idle_after_ms)
+        self.dedupe = Deduper(windows_config.dedupe_max_entries)
+        self.buckets: dict[str, dict[int, Bucket]] = {"1h": {}, "1d": {}}
+        self.members: dict[str, list[int]] = {}  # actor -> [first post ms, last post ms]
+        self.threads: dict[str, Thread] = {}
+        self.last_post_ms: int | None = None
+        self.verdict: Verdict | None = None
+        self.snapshot: HealthSnapshot | None = None
+        self.health_version = 0
+        self.last_health_eval_ms: int | None = None
+        self.pruned_hour: int | None = None
+        # lifetime counters (also in every Emissions for the call)
+        self.total_duplicates = 0
+        self.total_late_applied = 0
+        self.total_late_dropped = 0
+        self._dirty: set[tuple[str, int]] = set()
+        self._next_final_ms: int | None = None
+
+    # ------------------------------------------------------------------ API
+
+    def apply(self, event: CanonicalEvent, wall_now_ms: int) -> Emissions:
+        em = Emissions()
+        self.clock.tick(wall_now_ms)
+        self._finalize()
+        occurred = event.occurred_ms
+        if self.dedupe.seen(event.event_id):
+            em.duplicates = 1
+            self.total_duplicates += 1
+        elif self.clock.now is not None and occurred < self.clock.now - self.config.max_lateness_ms:
+            em.late_dropped = 1
+            self.total_late_dropped += 1
+        else:
+            self._apply(event, occurred, wall_now_ms, em)
+            self._finalize()
+        if self.config.emit_on_apply:
+            self._emit_windows(em, wall_now_ms)
+            self._prune()
+        now = self.clock.now
+        if now is not None and (
+            self.last_health_eval_ms is None or now - self.last_health_eval_ms >= self.config.health_every_ms
+        ):
+            self._evaluate_health(em, wall_now_ms)
+        return em
+
+    def advance(self, wall_now_ms: int) -> Emissions:
+        em = Emissions()
+        self.clock.tick(wall_now_ms)
+        self._finalize()
+        self._emit_windows(em, wall_now_ms)
+        self._prune()
+        if self.clock.now is not None:
+            self._evaluate_health(em, wall_now_ms)
+        return em
+
+    def health(self) -> HealthSnapshot:
+        """The snapshot of the last evaluation (a community with no event yet: a fresh one)."""
+        if self.snapshot is not None:
+            return self.snapshot
+        return self._snapshot(self._health_inputs(), self._verdict_for_empty(), 0)
+
+    @property
+    def stream_time_ms(self) -> int | None:
+        return self.clock.now
+
+    # ------------------------------------------------------------- applying
+
+    def _apply(self, event: CanonicalEvent, occurred: int, wall_now_ms: int, em: Emissions) -> None:
+        now = self.clock.now
+        late = now is not None and is_final(window_start(occurred, "1h"), "1h", now, self.config)
+        self.clock.observe(occurred, wall_now_ms)
+        now = self.clock.now
+        assert now is not None
+        self.dedupe.add(event.event_id, occurred)
+        if late:
+            em.late_applied = 1
+            self.total_late_applied += 1
+        human = event.is_human
+        actor = event.actor_id
+        for size in ("1h", "1d"):
+            start = window_start(occurred, size)
+            bucket = self.buckets[size].get(start)
+            if bucket is None:
+                bucket = self.buckets[size][start] = Bucket(start)
+                bucket.final = is_final(start, size, now, self.config)
+                if not bucket.final:
+                    self._note_pending(start, size)
+            bucket.add(event.kind, actor, human)
+            if bucket.final:
+                bucket.late_events += 1
+            self._mark(size, start)
+        if not human or not event.is_post:
+            return
+        self._note_member(actor, occurred)
+        if self.last_post_ms is None or occurred > self.last_post_ms:
+            self.last_post_ms = occurred
+        if event.kind == Kind.THREAD_STARTED:
+            tid = event.thread_id or event.event_id
+            thread = self.threads.get(tid)
+            if thread is None:
+                thread = self.threads[tid] = Thread()
+            thread.set_start(actor, occurred)
+        else:
+            reply_tid = event.thread_id or event.parent_id
+            if reply_tid is None:
+                return
+            thread = self.threads.get(reply_tid)
+            if thread is None:
+                thread = self.threads[reply_tid] = Thread()
+            thread.add_response(actor, occurred)
+            tid = reply_tid
+        self._thread_changed(tid, thread, occurred, em)
+
+    def _note_member(self, actor: str, occurred: int) -> None:
+        seen = self.members.get(actor)
+        if seen is None:
+            self.members[actor] = [occurred, occurred]
+            return
+        first, last = seen
+        if occurred < first:
+            # the member's first window changes: the window(s) that counted them new must too
+            for size in ("1h", "1d"):
+                self._mark(size, window_start(first, size))
+            seen[0] = occurred
+        if occurred > last:
+            seen[1] = occurred
+
+    def _thread_changed(self, tid: str, thread: Thread, occurred: int, em: Emissions) -> None:
+        # "unanswered at window end" of every window ending after this event may change
+        for size, by_start in self.buckets.items():
+            step = SIZE_MS[size]
+            for start in by_start:
+                if start + step > occurred:
+                    self._mark(size, start)
+        fr = thread.first_response()
+        if fr is None or thread.start_ms is None or thread.author is None:
+            return
+        responder, at = fr
+        if (responder, at) == (thread.emitted_actor, thread.emitted_ms):
+            return
+        thread.emitted_version += 1
+        thread.emitted_actor, thread.emitted_ms = responder, at
+        em.first_responses.append(
+            FirstResponse(
+                community_id=self.community_id,
+                thread_id=tid,
+                thread_author_id=thread.author,
+                thread_started_at=ms_to_dt(thread.start_ms),
+                responder_id=responder,
+                responded_at=ms_to_dt(at),
+                latency_s=max(0, at - thread.start_ms) / 1000,
+                version=thread.emitted_version,
+            )
+        )
+
+    def _mark(self, size: str, start: int) -> None:
+        bucket = self.buckets[size].get(start)
+        if bucket is not None:
+            bucket.dirty = True
+            self._dirty.add((size, start))
+
+    # ------------------------------------------------------------- finality
+
+    def _note_pending(self, start: int, size: str) -> None:
+        due = start + SIZE_MS[size] + self.config.grace_ms(size)
+        if self._next_final_ms is None or due < self._next_final_ms:
+            self._next_final_ms = due
+
+    def _finalize(self) -> None:
+        now = self.clock.now
+        if now is None or self._next_final_ms is None or now < self._next_final_ms:
+            return
+        self._next_final_ms = None
+        for size, by_start in self.buckets.items():
+            for start, bucket in by_start.items():
+                if bucket.final:
+                    continue
+                if is_final(start, size, now, self.config):
+                    bucket.final = True
+                    self._mark(size, start)
+                else:
+                    self._note_pending(start, size)
+
+    # ------------------------------------------------------------- emitting
+
+    def _emit_windows(self, em: Emissions, wall_now_ms: int) -> None:
+        if not self._dirty:
+            return
+        answered = list(known_threads(self.threads.values()))
+        for size, start in sorted(self._dirty, key=lambda k: (k[1], k[0])):
+            bucket = self.buckets[size].get(start)
+            if bucket is None or not bucket.dirty:
+                continue
+            bucket.version += 1
+            bucket.dirty = False
+            em.windows.append(self._row(size, bucket, answered, wall_now_ms))
+        self._dirty.clear()
+
+    def _row(self, size: str, b: Bucket, answered: list[Answered], wall_now_ms: int) -> WindowResult:
+        start, end = b.start_ms, b.start_ms + SIZE_MS[size]
+        counts = list(b.posters.values())
+        new = 0
+        for actor in b.posters:
+            seen = self.members.get(actor)
+            if seen is not None and start <= seen[0] < end:
+                new += 1
+        latencies: list[float] = []
+        oldest: int | None = None
+        unanswered = 0
+        horizon = end - self.config.thread_horizon_ms
+        for a in answered:
+            r = a.response_ms
+            if r is not None and start <= r < end:
+                latencies.append(max(0, r - a.start_ms) / 1000)
+            if horizon <= a.start_ms < end and (r is None or r >= end):
+                unanswered += 1
+                if oldest is None or a.start_ms < oldest:
+                    oldest = a.start_ms
+        return WindowResult(
+            community_id=self.community_id,
+            platform=self.platform,
+            space_id=self.space_id,
+            window=size,  # type: ignore[arg-type]
+            window_start=ms_to_dt(start),
+            window_end=ms_to_dt(end),
+            version=b.version,
+            final=b.final,
+            threads_started=b.threads,
+            replies=b.replies,
+            reactions=b.reactions,
+            joins=b.joins,
+            leaves=b.leaves,
+            answers_accepted=b.accepted,
+            other_events=b.other,
+            posts=b.posts,
+            active_members=len(counts),
+            new_members=new,
+            returning_members=len(counts) - new,
+            replies_per_thread=b.replies / b.threads if b.threads else 0.0,
+            top1_share=top_share(counts, 1),
+            top3_share=top_share(counts, 3),
+            gini=gini(counts),
+            absence_factor=absence_factor(counts),
+            first_response_p50_s=percentile(latencies, 0.5),
+            first_response_p90_s=percentile(latencies, 0.9),
+            threads_answered=len(latencies),
+            threads_unanswered=unanswered,
+            oldest_unanswered_age_s=(end - oldest) / 1000 if oldest is not None else None,
+            bot_posts=b.bot_posts,
+            late_events=b.late_events,
+            emitted_at=ms_to_dt(wall_now_ms),
+        )
+
+    # -------------------------------------------------------------- pruning
+
+    def _prune(self) -> None:
+        """Forget what neither max_lateness nor the rolling views can need (once per hour)."""
+        now = self.clock.now
+        if now is None:
+            return
+        hour = window_start(now, "1h")
+        if self.pruned_hour == hour:
+            return
+        self.pruned_hour = hour
+        cfg = self.config
+        lateness = cfg.max_lateness_ms
+        # a bucket can still change while an event inside it is within max_lateness
+        touchable = now - lateness
+        hours = self.buckets["1h"]
+        keep_hours_from = min(touchable, hour - 23 * HOUR_MS)  # the 24 h view
+        for start in [s for s, b in hours.items() if s + HOUR_MS <= keep_hours_from and not b.dirty]:
+            del hours[start]
+        days = self.buckets["1d"]
+        today = window_start(now, "1d")
+        for start, b in list(days.items()):
+            if b.dirty or start + DAY_MS > touchable:
+                continue
+            age_days = (today - start) // DAY_MS
+            if age_days >= _DAYS_KEPT:
+                del days[start]
+            elif age_days >= _DETAIL_DAYS and not b.compacted:
+                b.compact()
+        self.dedupe.prune(touchable)
+        thread_floor = touchable - cfg.thread_horizon_ms - DAY_MS
+        for tid in [
+            tid
+            for tid, t in self.threads.items()
+            if (t.start_ms is not None and t.start_ms < thread_floor)
+            or (t.start_ms is None and t.last_ms() < touchable - DAY_MS)
+        ]:
+            del self.threads[tid]
+        # members are referenced by the daily buckets of the last 28 d: never forget sooner
+        member_floor = now - max(cfg.member_memory_ms, (_DETAIL_DAYS + 2) * DAY_MS)
+        for actor in [a for a, (_, last) in self.members.items() if last < member_floor]:
+            del self.members[actor]
+
+    # --------------------------------------------------------------- health
+
+    def _days_back(self) -> Iterator[tuple[int, Bucket]]:
+        """(age in days, bucket) for every kept daily bucket; age 0 = the current day."""
+        now = self.clock.now
+        assert now is not None
+        today = window_start(now, "1d")
+        for start, b in self.buckets["1d"].items():
+            age = (today - start) // DAY_MS
+            if age >= 0:
+                yield age, b
+
+    def _health_inputs(self) -> dict[str, Any]:
+        now = self.clock.now
+        t = self.policy.thresholds
+        if now is None:
+            return {
+                "inputs": HealthInputs(None, 0, 0.0, 0, 0.0, 0, None, None, 0),
+                "posts_1h": 0,
+                "posts_24h": 0,
+                "active_7d": 0,
+                "unanswered_oldest_s": None,
+            }
+        hour = window_start(now, "1h")
+        posts_1h = 0
+        posts_24h = 0
+        for start, b in self.buckets["1h"].items():
+            if hour - 23 * HOUR_MS <= start <= hour:
+                posts_24h += b.posts
+                if start == hour:
+                    posts_1h = b.posts
+        posts_7d = posts_28d = baseline_posts = 0
+        active_7d: set[str] = set()
+        merged: dict[str, int] = {}
+        for age, b in self._days_back():
+            if age < 7:
+                posts_7d += b.posts
+                active_7d.update(b.posters)
+            elif age < _DAYS_KEPT:
+                baseline_posts += b.posts
+            if age < _DETAIL_DAYS:
+                posts_28d += b.posts
+                for actor, n in b.posters.items():
+                    merged[actor] = merged.get(actor, 0) + n
+        top1 = max(merged.values()) / posts_28d if merged and posts_28d else 0.0
+        week_ago = now - 7 * DAY_MS
+        sla_ms = t.sla_s * 1000
+        threads_7d = 0
+        lat_7d: list[float] = []
+        eligible = within = 0
+        backlog = 0
+        oldest: int | None = None
+        horizon = now - self.config.thread_horizon_ms
+        for a in known_threads(self.threads.values()):
+            lat = a.latency_ms
+            if a.start_ms > week_ago:
+                threads_7d += 1
+                if lat is not None:
+                    lat_7d.append(lat / 1000)
+                if lat is not None and lat <= sla_ms:
+                    eligible += 1
+                    within += 1
+                elif now - a.start_ms >= sla_ms:
+                    eligible += 1
+            if lat is None and a.start_ms >= horizon:
+                if now - a.start_ms >= sla_ms:
+                    backlog += 1
+                if oldest is None or a.start_ms < oldest:
+                    oldest = a.start_ms
+        silence = (now - self.last_post_ms) / 1000 if self.last_post_ms is not None else None
+        inputs = HealthInputs(
+            silence_s=silence,
+            posts_7d=posts_7d,
+            baseline_posts_per_week=baseline_posts / 4,
+            posts_28d=posts_28d,
+            top1_share_28d=top1,
+            threads_started_7d=threads_7d,
+            first_response_p50_7d_s=percentile(lat_7d, 0.5),
+            answered_within_sla_7d=within / eligible if eligible else None,
+            backlog_threads=backlog,
+        )
+        return {
+            "inputs": inputs,
+            "posts_1h": posts_1h,
+            "posts_24h": posts_24h,
+            "active_7d": len(active_7d),
+            "unanswered_oldest_s": (now - oldest) / 1000 if oldest is not None else None,
+        }
+
+    def _verdict_for_empty(self) -> Verdict:
+        return Verdict("healthy", (), "no_demand")
+
+    def _evaluate_health(self, em: Emissions, wall_now_ms: int) -> None:
+        views = self._health_inputs()
+        verdict = evaluate(views["inputs"], self.policy, self.verdict)
+        self.last_health_eval_ms = self.clock.now
+        previous = self.verdict
+        changed = previous is None or (
+            verdict.state,
+            verdict.flags,
+            verdict.responsiveness,
+        ) != (previous.state, previous.flags, previous.responsiveness)
+        if changed:
+            self.health_version += 1
+        self.verdict = verdict
+        snap = self._snapshot(views, verdict, self.health_version, previous, wall_now_ms)
+        self.snapshot = snap
+        if changed:
+            em.health.append(snap)
+
+    def _snapshot(
+        self,
+        views: dict[str, Any],
+        verdict: Verdict,
+        version: int,
+        previous: Verdict | None = None,
+        wall_now_ms: int | None = None,
+    ) -> HealthSnapshot:
+        i: HealthInputs = views["inputs"]
+        now = self.clock.now if self.clock.now is not None else 0
+        return HealthSnapshot(
+            community_id=self.community_id,
+            platform=self.platform,
+            space_id=self.space_id,
+            community_type=self.policy.community_type,
+            state=verdict.state,
+            previous_state=previous.state if previous else None,
+            flags=list(verdict.flags),
+            responsiveness=verdict.responsiveness,
+            stream_time=ms_to_dt(now),
+            evaluated_at=ms_to_dt(wall_now_ms if wall_now_ms is not None else now),
+            posts_1h=views["posts_1h"],
+            posts_24h=views["posts_24h"],
+            posts_7d=i.posts_7d,
+            posts_28d=i.posts_28d,
+            baseline_posts_per_week=i.baseline_posts_per_week,
+            active_members_7d=views["active_7d"],
+            top1_share_28d=i.top1_share_28d,
+            threads_started_7d=i.threads_started_7d,
+            first_response_p50_7d_s=i.first_response_p50_7d_s,
+            answered_within_sla_7d=i.answered_within_sla_7d,
+            unanswered_threads=i.backlog_threads,
+            oldest_unanswered_age_s=views["unanswered_oldest_s"],
+            last_post_at=ms_to_dt(self.last_post_ms) if self.last_post_ms is not None else None,
+            version=max(1, version),
+        )
+
+    # ---------------------------------------------------------------- state
+
+    def to_state(self) -> bytes:
+        from pipeline.core.state import encode
+
+        return encode(self)
+
+    @classmethod
+    def from_state(cls, data: bytes, policy: CommunityPolicy = DEFAULT_POLICY) -> CommunityEngine:
+        from pipeline.core.state import decode
+
+        return decode(data, policy)
+
+
+__all__ = ["CommunityEngine", "Emissions"]

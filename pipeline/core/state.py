@@ -1,0 +1,130 @@
+"""Serialization of one community's engine: compact JSON of plain lists.
+
+Actor ids appear many times (members, posters per bucket, thread authors and
+responders) so they are written once in a table and referenced by index. Times
+are integer milliseconds. ``format`` guards against reading a state written by
+an incompatible version. The policy is not part of the state: it comes from the
+directory file at load time, so a threshold change applies to existing state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from pipeline.core.buckets import Bucket
+from pipeline.core.dedupe import Deduper
+from pipeline.core.health import Verdict
+from pipeline.core.latency import Thread
+from pipeline.core.policy import CommunityPolicy
+from pipeline.core.windows import StreamClock, WindowsConfig
+from pipeline.results import HealthSnapshot
+
+if TYPE_CHECKING:
+    from pipeline.core.engine import CommunityEngine
+
+FORMAT = 1
+
+
+class StateError(ValueError):
+    """The bytes are not a state this version can read."""
+
+
+class _Actors:
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def __call__(self, actor: str | None) -> int:
+        if actor is None:
+            return -1
+        i = self.index.get(actor)
+        if i is None:
+            i = self.index[actor] = len(self.names)
+            self.names.append(actor)
+        return i
+
+
+def encode(engine: CommunityEngine) -> bytes:
+    ix = _Actors()
+    members = []
+    for actor, (first, last) in engine.members.items():
+        members += [ix(actor), first, last]
+    threads = {}
+    for tid, t in engine.threads.items():
+        threads[tid] = [
+            t.start_ms,
+            ix(t.author),
+            ix(t.c1_actor),
+            t.c1_ms,
+            ix(t.c2_actor),
+            t.c2_ms,
+            t.emitted_version,
+            t.emitted_ms,
+            ix(t.emitted_actor),
+        ]
+    for by_start in engine.buckets.values():
+        for b in by_start.values():
+            for actor in b.posters:
+                ix(actor)
+    verdict = engine.verdict
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "id": [engine.community_id, engine.platform, engine.space_id],
+        "config": engine.config.to_plain(),
+        "clock": engine.clock.to_plain(),
+        "actors": ix.names,
+        "members": members,
+        "threads": threads,
+        "hours": [b.to_plain(ix.index) for b in engine.buckets["1h"].values()],
+        "days": [b.to_plain(ix.index) for b in engine.buckets["1d"].values()],
+        "dedupe": engine.dedupe.to_plain(),
+        "last_post": engine.last_post_ms,
+        "verdict": [verdict.state, list(verdict.flags), verdict.responsiveness] if verdict else None,
+        "snapshot": engine.snapshot.model_dump(mode="json") if engine.snapshot else None,
+        "health": [engine.health_version, engine.last_health_eval_ms, engine.pruned_hour],
+        "totals": [engine.total_duplicates, engine.total_late_applied, engine.total_late_dropped],
+    }
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode(data: bytes, policy: CommunityPolicy) -> CommunityEngine:
+    from pipeline.core.engine import CommunityEngine
+
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise StateError(f"state is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise StateError(f"unknown state format: {doc.get('format') if isinstance(doc, dict) else doc!r}")
+    community_id, platform, space_id = doc["id"]
+    config = WindowsConfig.from_plain(doc["config"])
+    engine = CommunityEngine(community_id, platform, space_id, policy, config)
+    engine.clock = StreamClock.from_plain(config.idle_after_ms, doc["clock"])
+    names: list[str] = doc["actors"]
+
+    def name(i: int) -> str | None:
+        return names[i] if i >= 0 else None
+
+    m = doc["members"]
+    engine.members = {names[m[i]]: [m[i + 1], m[i + 2]] for i in range(0, len(m), 3)}
+    for tid, (start, author, c1a, c1t, c2a, c2t, ev, ems, eact) in doc["threads"].items():
+        engine.threads[tid] = Thread(start, name(author), name(c1a), c1t, name(c2a), c2t, ev, ems, name(eact))
+    for size, key in (("1h", "hours"), ("1d", "days")):
+        for plain in doc[key]:
+            b = Bucket.from_plain(plain, names)
+            engine.buckets[size][b.start_ms] = b
+            if b.dirty:
+                engine._dirty.add((size, b.start_ms))
+            if not b.final:
+                engine._note_pending(b.start_ms, size)
+    engine.dedupe = Deduper.from_plain(config.dedupe_max_entries, doc["dedupe"])
+    engine.last_post_ms = doc["last_post"]
+    if doc["verdict"] is not None:
+        state, flags, responsiveness = doc["verdict"]
+        engine.verdict = Verdict(state, tuple(flags), responsiveness)
+    if doc["snapshot"] is not None:
+        engine.snapshot = HealthSnapshot.model_validate(doc["snapshot"])
+    engine.health_version, engine.last_health_eval_ms, engine.pruned_hour = doc["health"]
+    (engine.total_duplicates, engine.total_late_applied, engine.total_late_dropped) = doc["totals"]
+    return engine
