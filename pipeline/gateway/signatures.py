@@ -110,9 +110,7 @@ def _slack_base(timestamp: str, body: bytes) -> bytes:
     return b"v0:" + timestamp.encode("ascii") + b":" + body
 
 
-def verify_slack(
-    secret: Secret | str | None, headers: Mapping[str, str], body: bytes, now: float
-) -> None:
+def verify_slack(secret: Secret | str | None, headers: Mapping[str, str], body: bytes, now: float) -> None:
     """Check the v0 signature and that the request was signed within 5 minutes of ``now``."""
     key = _key(secret, "slack")
     raw_ts = _header(headers, SLACK_TIMESTAMP_HEADER)
