@@ -146,7 +146,7 @@ def connect(settings: Settings) -> Any:
     except ClickHouseError as exc:
         parsed = urlparse(url)
         where = f"{parsed.scheme}://{parsed.hostname}:{parsed.port or ''}{parsed.path}"
-        raise StoreError(f"cannot reach ClickHouse at {where}: {_strip(exc, parsed.password)}") from exc
+        raise StoreError(f"cannot reach ClickHouse at {where}: {_strip(exc, parsed.password)}") from None
 
 
 def _strip(exc: BaseException, password: str | None) -> str:

@@ -117,7 +117,7 @@ def to_record(columns: tuple[str, ...], row: tuple[Any, ...] | list[Any]) -> dic
 
 
 def state_rank(state: str) -> int:
-    return STATES.index(state) if state in STATES else len(STATES)  # type: ignore[arg-type]
+    return STATES.index(state) if state in STATES else len(STATES)  # type: ignore[arg-type,unused-ignore]
 
 
 def sort_communities(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
