@@ -9,6 +9,8 @@ from pipeline.events import CanonicalEvent, stable_event_id
 from pipeline.results import FirstResponse, HealthSnapshot, WindowResult
 
 T0 = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
+# raw events expire (TTL, 90 days of event time by default): keep them recent
+EVENTS_T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
 
 
 def window(community: str = "c1", hour: int = 0, version: int = 1, **figures: Any) -> WindowResult:
@@ -88,6 +90,6 @@ def event(community: str = "c1", n: int = 0) -> CanonicalEvent:
         kind="reply" if n % 3 else "thread_started",
         actor_id=f"u{n % 7}",
         thread_id=f"th{n // 3}",
-        occurred_at=T0 + timedelta(seconds=n),
-        received_at=T0 + timedelta(seconds=n, milliseconds=250),
+        occurred_at=EVENTS_T0 + timedelta(seconds=n),
+        received_at=EVENTS_T0 + timedelta(seconds=n, milliseconds=250),
     )
