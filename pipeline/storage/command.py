@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="db_action", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="db_action", metavar="{migrate,sink}", required=True)
     m = actions.add_parser("migrate", help="apply pending schema migrations")
     m.add_argument(
         "--events-ttl-days",
