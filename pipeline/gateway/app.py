@@ -314,6 +314,11 @@ def create_app(
             if slack and refusal.status < 500:
                 headers["X-Slack-No-Retry"] = "1"  # a retry of a 4xx cannot succeed
             return json_response(refusal.status, refusal.body(), headers)
+        except Exception:
+            # a bug of ours: say so (500 is not in the OpenAPI document, so tests notice) and count it
+            log.exception("unexpected error on a %s request", platform)
+            gm.deliveries_failed.labels(platform=platform, reason="internal").inc()
+            return json_response(500, {"error": "internal error", "field": None, "reason": "see the gateway log"})
         finally:
             gm.requests_in_flight.dec()
         return response
