@@ -205,6 +205,12 @@ def test_up_refuses_a_remote_bootstrap(stack_env: dict[str, str]) -> None:
     assert "127.0.0.1 only" in result.stderr
 
 
+def test_topics_reports_an_unreachable_kafka(stack_env: dict[str, str]) -> None:
+    result = _pulse(stack_env, "topics", "--timeout", "1")
+    assert result.returncode == 1
+    assert f"Kafka at {stack_env['PULSE_KAFKA_BOOTSTRAP']} did not answer" in result.stderr
+
+
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_up_status_down_leaves_nothing_behind(stack_env: dict[str, str]) -> None:
@@ -237,6 +243,15 @@ def test_up_status_down_leaves_nothing_behind(stack_env: dict[str, str]) -> None
     admin = KafkaAdminClient(bootstrap_servers=stack_env["PULSE_KAFKA_BOOTSTRAP"])
     try:
         assert set(topic_names("stacktest.")) <= set(admin.list_topics())
+    finally:
+        admin.close()
+
+    # `topics` alone works against any reachable broker, here the one `up` started
+    topics = _pulse({**stack_env, "PULSE_TOPIC_PREFIX": "other."}, "topics")
+    assert topics.returncode == 0, topics.stdout + topics.stderr
+    admin = KafkaAdminClient(bootstrap_servers=stack_env["PULSE_KAFKA_BOOTSTRAP"])
+    try:
+        assert set(topic_names("other.")) <= set(admin.list_topics())
     finally:
         admin.close()
 

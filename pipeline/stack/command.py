@@ -6,6 +6,8 @@ the pipeline's topics, and Prometheus scraping the gateway and the worker.
                        PULSE_TOPIC_PREFIX), start Prometheus on PULSE_PROMETHEUS_PORT
   pulse stack status   what runs where: pid, alive, port
   pulse stack down     stop by pid exactly what `up` started
+  pulse stack topics   only create the topics on PULSE_KAFKA_BOOTSTRAP, wherever it runs
+                       (idempotent; docker-compose.yml's `init` service uses it)
 
 Everything listens on 127.0.0.1 only. Data, logs and pid files live in
 PULSE_STATE_DIR/stack/ (Kafka's data survives `down`; delete the directory to start over).
@@ -31,13 +33,13 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("up", "down", "status"), help="what to do")
+    parser.add_argument("action", choices=("up", "down", "status", "topics"), help="what to do")
     parser.add_argument("--no-prometheus", action="store_true", help="up: start Kafka and the topics only")
     parser.add_argument(
         "--timeout",
         type=float,
         default=90.0,
-        help="up: seconds to wait for each server to be ready (default 90)",
+        help="up/topics: seconds to wait for each server to be ready (default 90)",
     )
     parser.add_argument("--json", action="store_true", help="status: print JSON")
 
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return _up(settings, stack_dir, args)
         if args.action == "down":
             return _down(stack_dir)
+        if args.action == "topics":
+            return _topics(settings, args.timeout)
         return _status(stack_dir, as_json=args.json)
     except StackError as exc:
         print(f"pulse stack {args.action}: error: {exc}", file=sys.stderr)
@@ -251,6 +255,22 @@ def _up_prometheus(settings: Settings, stack_dir: Path, timeout: float) -> None:
         f"Prometheus ready on {server.url}, scraping gateway :{settings.gateway_port}"
         f" and worker :{settings.worker_port}"
     )
+
+
+def _topics(settings: Settings, timeout: float) -> int:
+    from pipeline.stack.kafka import answers_metadata
+    from pipeline.stack.process import StackError
+    from pipeline.stack.topics import create_topics
+    from pipeline.topics import TOPICS
+
+    deadline = time.monotonic() + timeout
+    while not answers_metadata(settings.kafka_bootstrap):
+        if time.monotonic() >= deadline:
+            raise StackError(f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:.0f} s")
+        time.sleep(1.0)
+    created = create_topics(settings.kafka_bootstrap, settings.topic_prefix)
+    _say(f"topics on {settings.kafka_bootstrap}: {len(created)} of {len(TOPICS)} created (the others existed)")
+    return 0
 
 
 def _down(stack_dir: Path) -> int:

@@ -246,7 +246,7 @@ class KafkaBroker:
                     f"Kafka on {self.bootstrap} exited during start-up; last lines of {self.log_file}:\n"
                     + log_tail(self.log_file)
                 )
-            if port_accepts(self.port) and _answers_metadata(self.bootstrap):
+            if port_accepts(self.port) and answers_metadata(self.bootstrap):
                 return
             if time.monotonic() >= deadline:
                 break
@@ -271,7 +271,8 @@ class KafkaBroker:
         self.wait_ready(timeout)
 
 
-def _answers_metadata(bootstrap: str) -> bool:
+def answers_metadata(bootstrap: str) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request that lists a broker."""
     from kafka.admin import KafkaAdminClient
 
     try:
