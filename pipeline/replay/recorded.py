@@ -86,8 +86,10 @@ def from_request_line(line: str, where: str) -> Recorded:
     if not isinstance(data, dict):
         raise RecordingError(f"{where}: expected an object")
     platform = data.get("platform")
-    if platform not in PLATFORMS:
-        raise RecordingError(f"{where}: platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
+    if platform not in (*PLATFORMS, GENERIC):
+        raise RecordingError(
+            f"{where}: platform must be one of {', '.join((*PLATFORMS, GENERIC))}, got {platform!r}"
+        )
     headers = data.get("headers") or {}
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise RecordingError(f"{where}: headers must be an object of strings")
