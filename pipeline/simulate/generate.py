@@ -1,13 +1,14 @@
 """The simulation plan: N communities with behaviours -> signed requests (pure, seeded).
 
 Community ``i`` gets behaviour ``behaviours[i % B]`` and a platform that rotates
-so that each behaviour shows up on several platforms as N grows. The same spec
+so that the first B x P communities cover every behaviour on every platform. The same spec
 and seed always give the same requests (apart from the Slack signing time,
 ``signed_at``, which is a parameter).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,8 +52,10 @@ class Spec:
 
 def plan(spec: Spec) -> list[Community]:
     b, p = len(spec.behaviours), len(spec.platforms)
+    cycle = math.lcm(b, p)
+    # (i % b, (i + i // lcm) % p) visits every behaviour x platform pair within the first b * p
     return [
-        Community(index=i, platform=spec.platforms[(i + i // b) % p], behaviour=spec.behaviours[i % b])
+        Community(index=i, platform=spec.platforms[(i + i // cycle) % p], behaviour=spec.behaviours[i % b])
         for i in range(spec.communities)
     ]
 

@@ -128,9 +128,13 @@ def test_slack_is_signed_now_whatever_the_event_time() -> None:
     verify(resign_slack(old, SLACK, later), now=later)
 
 
-def test_every_platform_and_behaviour_is_planned() -> None:
-    communities = plan(Spec(len(PLATFORMS) * len(BEHAVIOURS), BEHAVIOURS, PLATFORMS, 1, END))
-    assert {(c.platform, c.behaviour) for c in communities} == {(p, b) for p in PLATFORMS for b in BEHAVIOURS}
+@given(
+    st.lists(st.sampled_from(BEHAVIOURS), min_size=1, unique=True),
+    st.lists(st.sampled_from(PLATFORMS), min_size=1, unique=True),
+)
+def test_every_platform_and_behaviour_pair_is_planned(behaviours: list[str], platforms: list[str]) -> None:
+    spec = Spec(len(platforms) * len(behaviours), tuple(behaviours), tuple(platforms), 1, END)
+    assert {(c.platform, c.behaviour) for c in plan(spec)} == {(p, b) for p in platforms for b in behaviours}
 
 
 def test_deliveries_look_like_the_platforms() -> None:
