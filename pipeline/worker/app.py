@@ -76,8 +76,6 @@ class PulseWorker:
             partitions=topics.EVENT_PARTITIONS,
             key_type=bytes,
             value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
         )
         self.processor = Processor(
             load_directory(settings.communities_file),
@@ -146,19 +144,22 @@ class PulseWorker:
 
         @app.timer(interval=METRICS_INTERVAL_S)
         async def export_metrics() -> None:
-            self.metrics.communities.update(self.processor.health.values())
+            self.metrics.communities.update(self.processor.current_health())
 
-        @app.on_partitions_revoked.connect
-        async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+            revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
             parts = {tp.partition for tp in revoked if tp.topic == self.settings.topic(topics.EVENTS)}
             self.processor.forget_partitions(parts)
             self._scanned -= parts
 
+        app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode types the sender positional-only
+
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+            from prometheus_client import generate_latest
 
-            return web.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway
+            return web.bytes(generate_latest(self.registry), content_type="text/plain; version=0.0.4")
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
@@ -243,6 +244,7 @@ def run_worker(settings: Settings, *, with_sink: bool = True) -> int:
     from pipeline.storage.migrate import migrate
     from pipeline.storage.sink import Sink
 
+    (settings.state_dir / "worker").mkdir(parents=True, exist_ok=True)
     worker = PulseWorker(settings)
     client = connect(settings)
     migrate(client)
@@ -250,7 +252,7 @@ def run_worker(settings: Settings, *, with_sink: bool = True) -> int:
     stop = threading.Event()
     sink_thread: threading.Thread | None = None
     if with_sink:
-        sink = Sink(settings, connect(settings), registry=worker.registry)
+        sink = Sink(settings, connect(settings), metrics=worker.metrics.sink)
         sink_thread = threading.Thread(target=sink.run, args=(stop,), name="clickhouse-sink", daemon=True)
         sink_thread.start()
     faust_worker = faust.Worker(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)

@@ -104,7 +104,8 @@ class Processor:
         self.partitions = partitions
         self._engines: dict[str, CommunityEngine] = {}
         self._by_partition: dict[int, set[str]] = {}
-        self.health: dict[str, HealthSnapshot] = {}
+        self._health: dict[str, HealthSnapshot] = {}
+        self._stale: set[str] = set()  # communities whose figures changed since health was last computed
 
     # -- engines --------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class Processor:
         else:
             return None
         self._engines[community_id] = engine
+        self._stale.add(community_id)
         self._by_partition.setdefault(partition_for(community_id, self.partitions), set()).add(community_id)
         return engine
 
@@ -135,7 +137,8 @@ class Processor:
         for part in partitions:
             for community_id in self._by_partition.pop(part, set()):
                 self._engines.pop(community_id, None)
-                self.health.pop(community_id, None)
+                self._health.pop(community_id, None)
+                self._stale.discard(community_id)
 
     def owned_communities(self) -> int:
         return sum(len(c) for c in self._by_partition.values())
@@ -155,7 +158,7 @@ class Processor:
                 f"engine failed on event {event.event_id}: {type(exc).__name__}: {exc}", "processing"
             ) from exc
         self._save(event.community_id, engine.to_state())
-        self.health[event.community_id] = engine.health()
+        self._stale.add(event.community_id)
         return result
 
     def handle_tick(self, partition: int, wall_ms: int) -> StepResult:
@@ -168,5 +171,14 @@ class Processor:
             if emissions.windows or emissions.health or emissions.first_responses:
                 result.add(emissions)
                 self._save(community_id, engine.to_state())
-            self.health[community_id] = engine.health()
+                self._stale.add(community_id)
         return result
+
+    def current_health(self) -> list[HealthSnapshot]:
+        """Latest health of every loaded community; recomputed only where something changed."""
+        for community_id in self._stale:
+            engine = self._engines.get(community_id)
+            if engine is not None:
+                self._health[community_id] = engine.health()
+        self._stale.clear()
+        return list(self._health.values())
