@@ -137,6 +137,8 @@ class GatewayMetrics:
                 self.deliveries_refused.labels(platform=platform, reason=reason)
             for reason in FAIL_REASONS:
                 self.deliveries_failed.labels(platform=platform, reason=reason)
+            for reason in IGNORE_REASONS:
+                self.deliveries_ignored.labels(platform=platform, reason=reason)
 
 
 # ---------------------------------------------------------------- worker and sink
