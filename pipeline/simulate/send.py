@@ -12,6 +12,7 @@ second; the returned ``Summary`` counts sent, accepted, ignored and refused by r
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections import Counter
@@ -112,6 +113,8 @@ async def send_async(
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Summary:
+    # one INFO line per request from httpx would drown the progress line
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
     items = list(requests)
     summary = Summary(total=len(items))
     pacer = _Pacer(rate, sleep)
