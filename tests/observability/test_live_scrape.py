@@ -1,9 +1,11 @@
 """Live services: `pulse gateway` and `pulse worker` as subprocesses, scraped as they run.
 
-The gateway receives generic API deliveries (and one without a token), the worker consumes
-the resulting events from the session's real broker. Their /metrics pass `promtool check
-metrics` and contain only names pipeline.metrics defines; then a real Prometheus scrapes
-both with our rule files and every shipped query runs against the live data.
+A real Prometheus scrapes both, with our rule files (for-durations set to 0s so a scenario
+fires in seconds). The gateway receives a scenario through the generic API (a one-poster
+community nobody answers, a lively one) plus deliveries with a wrong token; the worker
+consumes the events from the session's real broker. Their /metrics pass `promtool check
+metrics` and contain only names pipeline.metrics defines; the one-poster, "when we can" and
+gateway-refusing alerts fire for the right labels only; every shipped query runs on the data.
 """
 
 from __future__ import annotations
@@ -126,27 +128,49 @@ def services(pulse_settings: Settings, tmp_path: Path) -> Iterator[tuple[Service
         worker.stop()
 
 
-def _events(n: int) -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
-    out = []
-    for i in range(n):
-        community = f"obs-{i % 3}"
-        kind = "thread_started" if i < 3 else "reply"
-        event = CanonicalEvent.model_validate(
-            {
-                "event_id": stable_event_id("obs", i),
-                "platform": "generic",
-                "space_id": "observability-test",
-                "community_id": community,
-                "kind": kind,
-                "actor_id": f"user-{i % 4}",
-                "actor_type": "human",
-                "thread_id": f"t-{i % 3}",
-                "occurred_at": now - timedelta(minutes=30 - i),
-            }
-        )
-        out.append(json.loads(event.to_json_bytes()))
-    return out
+def _event(i: int, community: str, kind: str, actor: str, thread: str, minutes_ago: int) -> dict[str, Any]:
+    event = CanonicalEvent.model_validate(
+        {
+            "event_id": stable_event_id("obs", community, i),
+            "platform": "generic",
+            "space_id": "observability-test",
+            "community_id": community,
+            "kind": kind,
+            "actor_id": actor,
+            "actor_type": "human",
+            "thread_id": thread,
+            "occurred_at": datetime.now(UTC) - timedelta(minutes=minutes_ago),
+        }
+    )
+    return dict(json.loads(event.to_json_bytes()))
+
+
+def scenario_events() -> list[dict[str, Any]]:
+    """`obs-solo`: one person posts everything (one-poster, nobody answers); `obs-lively`: a
+    conversation between four people, every thread answered within minutes."""
+    solo = [_event(i, "obs-solo", "thread_started", "solo-1", f"s-{i}", 60 - i) for i in range(12)]
+    lively = []
+    for t in range(4):
+        lively.append(_event(100 + t, "obs-lively", "thread_started", f"user-{t}", f"l-{t}", 50 - t))
+        for r in range(3):
+            responder = f"user-{(t + r + 1) % 4}"
+            lively.append(_event(200 + 10 * t + r, "obs-lively", "reply", responder, f"l-{t}", 45 - t - r))
+    return solo + lively
+
+
+def immediate_rules(out_dir: Path) -> list[Path]:
+    """Our rule files with every for-duration set to 0s, so a scenario fires in seconds."""
+    written = []
+    for path in sorted(RULES.glob("*.yml")):
+        doc = yaml.safe_load(path.read_text())
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    rule["for"] = "0s"
+        target = out_dir / path.name
+        target.write_text(yaml.safe_dump(doc, sort_keys=False))
+        written.append(target)
+    return written
 
 
 def _check_exposition(text: str, service: str) -> set[str]:
@@ -160,46 +184,19 @@ def _check_exposition(text: str, service: str) -> set[str]:
     return pulse
 
 
-def test_live_gateway_and_worker_metrics(services: tuple[Service, Service], tmp_path: Path) -> None:
+def test_live_gateway_and_worker_metrics_and_alerts(services: tuple[Service, Service], tmp_path: Path) -> None:
     gateway, worker = services
     token = TEST_SECRETS["PULSE_INGEST_TOKENS"].split("=", 1)[1]
-    with httpx.Client(base_url=gateway.url, timeout=30) as client:
-        _wait_for("gateway ready", lambda: client.get("/readyz").status_code == 200)
-        answer = client.post("/v1/events", json=_events(9), headers={"Authorization": f"Bearer {token}"})
-        assert answer.status_code == 202, answer.text
-        assert client.post("/v1/events", json=_events(1)).status_code == 401
 
-    # the gateway's scrape shows what happened, and is valid
-    g_text = gateway.scrape()
-    g_names = _check_exposition(g_text, "gateway")
-    assert "pulse_gateway_deliveries_accepted_total" in g_names
-    assert 'pulse_gateway_deliveries_refused_total{platform="generic",reason="unauthorized"} 1.0' in g_text
-
-    # the worker processes the events and exports its communities
-    def worker_saw_them() -> str | None:
-        text = worker.scrape()
-        processed = [
-            s.value
-            for fam in text_string_to_metric_families(text)
-            for s in fam.samples
-            if s.name == "pulse_worker_events_processed_total"
-        ]
-        has_communities = 'pulse_community_info{community_id="obs-0"' in text
-        return text if processed and processed[0] >= 9 and has_communities else None
-
-    w_text = _wait_for("worker to process the events and export communities", worker_saw_them)
-    w_names = _check_exposition(w_text, "worker")
-    assert {"pulse_communities", "pulse_community_state", "pulse_community_flag"} <= w_names
-
-    # a real Prometheus scrapes both live services with our rules; every shipped query runs
+    # a real Prometheus scrapes both live services, with our rules made immediate
     root = tmp_path / "prometheus"
-    root.mkdir()
+    (root / "rules").mkdir(parents=True)
     config = root / "prometheus.yml"
     config.write_text(
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(p) for p in sorted(RULES.glob("*.yml"))],
+                "rule_files": [str(p) for p in immediate_rules(root / "rules")],
                 "scrape_configs": [
                     {"job_name": "gateway", "static_configs": [{"targets": [f"127.0.0.1:{gateway.port}"]}]},
                     {"job_name": "worker", "static_configs": [{"targets": [f"127.0.0.1:{worker.port}"]}]},
@@ -212,23 +209,64 @@ def test_live_gateway_and_worker_metrics(services: tuple[Service, Service], tmp_
         server.start()
         server.wait_ready(timeout=60)
 
-        def query(expr: str) -> dict[str, Any]:
-            response = httpx.get(f"{server.url}/api/v1/query", params={"query": expr}, timeout=10)
-            return dict(response.json())
+        def query(expr: str) -> list[dict[str, Any]]:
+            response = httpx.get(f"{server.url}/api/v1/query", params={"query": expr}, timeout=10).json()
+            assert response["status"] == "success", response
+            return list(response["data"]["result"])
 
-        def communities_counted() -> float | None:
-            result = query("sum(pulse_communities)")["data"]["result"]
-            return float(result[0]["value"][1]) if result and float(result[0]["value"][1]) >= 3 else None
+        # rate() needs the counters to rise between scrapes: send only once both are scraped
+        _wait_for("both targets scraped", lambda: len(query("up == 1")) == 2)
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            _wait_for("gateway ready", lambda: client.get("/readyz").status_code == 200)
+            answer = client.post("/v1/events", json=scenario_events(), headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 202, answer.text
+            for _ in range(3):  # a sender with a wrong token: 3 of 4 deliveries refused
+                assert client.post("/v1/events", json=[], headers={"Authorization": "Bearer wrong"}).status_code == 401
 
-        assert _wait_for("Prometheus to scrape the worker's communities", communities_counted) == 3
-        failures = [f"{w}: {a.get('error')}" for w, e in QUERIES if (a := query(e)).get("status") != "success"]
-        assert not failures, failures
-        scraped = {
-            r["metric"]["__name__"] for r in query('count by (__name__) ({__name__=~"pulse_.+"})')["data"]["result"]
-        }
+        # the gateway's scrape shows what happened, and is valid
+        g_text = gateway.scrape()
+        g_names = _check_exposition(g_text, "gateway")
+        assert "pulse_gateway_deliveries_accepted_total" in g_names
+        assert 'pulse_gateway_deliveries_refused_total{platform="generic",reason="unauthorized"} 3.0' in g_text
+
+        # the worker processes the events and exports both communities
+        def worker_saw_them() -> str | None:
+            text = worker.scrape()
+            flagged = 'pulse_community_flag{community_id="obs-solo",flag="one_poster",platform="generic"} 1.0'
+            return text if flagged in text and 'community_id="obs-lively"' in text else None
+
+        w_text = _wait_for("worker to flag obs-solo", worker_saw_them)
+        w_names = _check_exposition(w_text, "worker")
+        assert {"pulse_communities", "pulse_community_state", "pulse_community_flag"} <= w_names
+
+        # alerts: the one-poster community fires, the lively one does not; the refusals fire
+        def firing() -> dict[str, list[dict[str, str]]] | None:
+            alerts = httpx.get(f"{server.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+            by_name: dict[str, list[dict[str, str]]] = {}
+            for alert in alerts:
+                if alert["state"] == "firing":
+                    by_name.setdefault(alert["labels"]["alertname"], []).append(alert["labels"])
+            wanted = {"PulseCommunityOnePoster", "PulseCommunityWhenWeCan", "PulseGatewayRefusingDeliveries"}
+            return by_name if wanted <= set(by_name) else None
+
+        alerts = _wait_for("alerts to fire", firing)
+        assert [a["community_id"] for a in alerts["PulseCommunityOnePoster"]] == ["obs-solo"]
+        assert [a["community_id"] for a in alerts["PulseCommunityWhenWeCan"]] == ["obs-solo"]  # nobody answers
+        assert [a["platform"] for a in alerts["PulseGatewayRefusingDeliveries"]] == ["generic"]
+        for name in ("PulseCommunityDead", "PulseCommunityDying"):
+            assert name not in alerts, alerts[name]
+        assert not any(a.get("community_id") == "obs-lively" for labels in alerts.values() for a in labels)
+        # the worker counts communities by state across everything it knows
+        assert float(query("sum(pulse_communities)")[0]["value"][1]) == 2
+
+        # every shipped query runs against the live data
+        for _, expr in QUERIES:
+            query(expr)
+        scraped = {r["metric"]["__name__"] for r in query('count by (__name__) ({__name__=~"pulse_.+"})')}
         # names the dashboards and rules use that the live services do not export yet (informative)
         missing = sorted({n for _, e in QUERIES for n in metric_names_in(e)} - scraped)
         print("metrics named by queries but absent from the live scrapes:", missing)
-        print("kafka_up:", query("pulse_gateway_kafka_up or pulse_worker_kafka_up")["data"]["result"])
+        print("kafka_up:", [(r["metric"]["job"], r["value"][1]) for r in query('{__name__=~"pulse_.*kafka_up"}')])
+        print("firing:", {name: len(v) for name, v in alerts.items()})
     finally:
         server.stop()
