@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 R = TypeVar("R")
 
@@ -64,9 +64,11 @@ class Backoff:
         return min(self.max_s, self.initial_s * self.factor ** min(attempt - 1, 64))
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a message came from (enough to dead-letter it and to commit past it)."""
+class Source(NamedTuple):
+    """Where a message came from (enough to dead-letter it and to commit past it).
+
+    A NamedTuple, not a dataclass: one is built per message on the sink's hot path.
+    """
 
     topic: str
     partition: int

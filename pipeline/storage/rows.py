@@ -7,6 +7,8 @@ A message the models refuse raises ``RowError``: the sink sends it to the dead-l
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +36,7 @@ class Table:
     topic: str  # unprefixed topic name (pipeline.topics)
     model: type[BaseModel]
 
-    @property
+    @functools.cached_property
     def columns(self) -> tuple[str, ...]:
         return tuple(self.model.model_fields)
 
@@ -45,8 +47,7 @@ class Table:
             item = self.model.model_validate_json(value)
         except ValidationError as exc:
             raise RowError(_describe(exc)) from None
-        data = item.__dict__
-        return tuple(data[c] for c in self.columns)
+        return _pick(self.columns)(item.__dict__)
 
 
 TABLES: tuple[Table, ...] = (
@@ -57,6 +58,11 @@ TABLES: tuple[Table, ...] = (
 )
 
 TABLE_BY_TOPIC: dict[str, Table] = {t.topic: t for t in TABLES}
+
+
+@functools.cache
+def _pick(columns: tuple[str, ...]) -> operator.itemgetter[Any]:
+    return operator.itemgetter(*columns)
 
 
 def tables_by_topic(prefixed: Callable[[str], str]) -> dict[str, Table]:

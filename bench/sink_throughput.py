@@ -1,0 +1,224 @@
+"""Sink throughput vs. clickhouse-connect inserting the same rows directly, in the same run.
+
+    .venv/bin/python bench/sink_throughput.py [--rows 100000] [--kind windows|events] [--rounds 2]
+                                             [--bootstrap HOST:PORT]
+
+Without --bootstrap it starts its own single-node Kafka broker on free 127.0.0.1 ports (stopped by
+pid at the end). The store is an embedded chDB in a temp dir, one database per measurement.
+
+For each round:
+  direct   the rows, already decoded, inserted with client.insert in batches of --batch rows;
+  direct+decode  the same, decoding each message's JSON with the model first (the sink's work
+           minus Kafka), to show where the time goes;
+  sink     the messages, produced to Kafka beforehand, consumed by pipeline.storage.sink.Sink
+           (decode, batch, insert with dedup token, commit offsets). Timed from the first
+           message received to the last row stored (consumer-group join excluded).
+Prints rows/s of each and sink/direct. Numbers only: this is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline import config, topics  # noqa: E402
+from pipeline.events import CanonicalEvent, stable_event_id  # noqa: E402
+from pipeline.results import WindowResult  # noqa: E402
+from pipeline.storage.batching import BatchPolicy  # noqa: E402
+from pipeline.storage.client import close_quietly, connect  # noqa: E402
+from pipeline.storage.migrate import migrate  # noqa: E402
+from pipeline.storage.rows import TABLE_BY_TOPIC, Table  # noqa: E402
+from pipeline.storage.sink import Sink  # noqa: E402
+
+
+def make_messages(kind: str, n: int) -> tuple[str, list[tuple[bytes, bytes]]]:
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    out: list[tuple[bytes, bytes]] = []
+    if kind == "events":
+        for i in range(n):
+            community = f"c{i % 200}"
+            e = CanonicalEvent(
+                event_id=stable_event_id("bench", i),
+                platform="slack",
+                space_id="T1",
+                community_id=community,
+                kind="reply" if i % 4 else "thread_started",
+                actor_id=f"u{i % 997}",
+                thread_id=f"th{i // 4}",
+                occurred_at=now - timedelta(seconds=n - i),
+                received_at=now,
+            )
+            out.append((community.encode(), e.to_json_bytes()))
+        return topics.EVENTS, out
+    for i in range(n):
+        community = f"c{i % 500}"
+        start = now - timedelta(hours=i // 500)
+        w = WindowResult(
+            community_id=community,
+            platform="discourse",
+            space_id="forum.example",
+            window="1h",
+            window_start=start,
+            window_end=start + timedelta(hours=1),
+            version=1 + i % 3,
+            final=i % 2 == 0,
+            threads_started=i % 7,
+            replies=i % 31,
+            posts=i % 38,
+            active_members=i % 11,
+            top1_share=0.25,
+            top3_share=0.5,
+            gini=0.3,
+            absence_factor=2,
+            first_response_p50_s=120.0,
+            first_response_p90_s=900.0,
+            emitted_at=start + timedelta(minutes=61),
+        )
+        out.append((w.key.encode(), w.to_json_bytes()))
+    return topics.WINDOWS, out
+
+
+def fresh_client(base: str) -> Any:
+    settings = config.load({"PULSE_CLICKHOUSE_URL": f"{base}?database=b_{uuid.uuid4().hex[:10]}"})
+    client = connect(settings)
+    migrate(client)
+    return client, settings
+
+
+def count(client: Any, table: str) -> int:
+    return int(client.command(f"SELECT count() FROM {table}"))
+
+
+def timed(fn: Callable[[], None]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench_direct(base: str, table: Table, messages: list[tuple[bytes, bytes]], batch: int, decode: bool) -> float:
+    client, _ = fresh_client(base)
+    try:
+        rows = [table.decode(v) for _, v in messages] if not decode else []
+
+        def run() -> None:
+            data = [table.decode(v) for _, v in messages] if decode else rows
+            for i in range(0, len(data), batch):
+                client.insert(table.name, data[i : i + batch], column_names=table.columns)
+
+        seconds = timed(run)
+        assert count(client, table.name) >= 1
+        return len(messages) / seconds
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
+        close_quietly(client)
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush(120)
+    producer.close(10)
+
+
+def bench_sink(base: str, bootstrap: str, topic_name: str, messages: list[tuple[bytes, bytes]], batch: int) -> float:
+    from pipeline.stack.topics import create_topics
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    create_topics(bootstrap, prefix)
+    client, store_settings = fresh_client(base)
+    settings = config.load(
+        {
+            "PULSE_KAFKA_BOOTSTRAP": bootstrap,
+            "PULSE_TOPIC_PREFIX": prefix,
+            "PULSE_CLICKHOUSE_URL": store_settings.clickhouse_url,
+        }
+    )
+    produce(bootstrap, settings.topic(topic_name), messages)
+    sink = Sink(settings, connect(settings), policy=BatchPolicy(max_rows=batch, max_age_s=1.0))
+    try:
+        deadline = time.monotonic() + 600
+        started: float | None = None
+        while sink.stats.total_rows < len(messages):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"sink did not finish: {sink.stats}")
+            sink.run_once(0.2)
+            if started is None and (sink.pending or sink.stats.total_rows):
+                started = time.perf_counter()
+        assert started is not None
+        seconds = time.perf_counter() - started
+        table = TABLE_BY_TOPIC[topic_name]
+        assert count(client, table.name) >= 1
+        return len(messages) / seconds
+    finally:
+        sink.close()
+        close_quietly(sink.client)
+        client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
+        close_quietly(client)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--kind", choices=("windows", "events"), default="windows")
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-sink-"))
+    base = f"chdb://{workdir / 'ch'}"
+    broker = None
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        from pipeline.stack.kafka import KafkaBroker
+        from pipeline.stack.process import free_port
+
+        broker = KafkaBroker(workdir / "kafka", free_port(), free_port(), die_with_parent=True)
+        broker.start()
+        broker.wait_ready(120)
+        bootstrap = broker.bootstrap
+    try:
+        topic_name, messages = make_messages(args.kind, args.rows)
+        table = TABLE_BY_TOPIC[topic_name]
+        size = sum(len(v) for _, v in messages) / len(messages)
+        print(
+            f"{args.rows} {args.kind} rows ({size:.0f} bytes of JSON each), "
+            f"batches of {args.batch}, table {table.name}"
+        )
+        results: dict[str, list[float]] = {"direct": [], "direct+decode": [], "sink": []}
+        for r in range(1, args.rounds + 1):
+            results["direct"].append(bench_direct(base, table, messages, args.batch, decode=False))
+            results["direct+decode"].append(bench_direct(base, table, messages, args.batch, decode=True))
+            results["sink"].append(bench_sink(base, bootstrap, topic_name, messages, args.batch))
+            print(
+                f"round {r}: direct {results['direct'][-1]:,.0f} rows/s, "
+                f"direct+decode {results['direct+decode'][-1]:,.0f} rows/s, sink {results['sink'][-1]:,.0f} rows/s"
+            )
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print(f"median  direct        {med['direct']:>10,.0f} rows/s")
+        print(f"median  direct+decode {med['direct+decode']:>10,.0f} rows/s")
+        print(f"median  sink          {med['sink']:>10,.0f} rows/s")
+        print(f"sink / direct         {med['sink'] / med['direct']:>10.0%}   (target >= 80%)")
+        print(f"sink / direct+decode  {med['sink'] / med['direct+decode']:>10.0%}")
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
