@@ -408,14 +408,26 @@ def _fast_crc() -> bool:
 
 
 def _metrics_for(registry: Any | None) -> Any | None:
+    """The sink metrics of ``registry``: registered here, or found where WorkerMetrics put them."""
     if registry is None:
         return None
+    from types import SimpleNamespace
+
     from pipeline.metrics import SinkMetrics
 
     try:
         return SinkMetrics(registry)
     except ValueError:
-        # WorkerMetrics already registered the sink metrics in this registry: pass
-        # metrics=worker_metrics.sink instead to have them counted
-        log.warning("sink metrics already registered in this registry; pass metrics= to use them")
-        return None
+        pass  # already registered (WorkerMetrics registers the sink's): use those collectors
+    # prometheus_client keeps no public lookup by name; this mapping has been stable for years
+    collectors = getattr(registry, "_names_to_collectors", {})
+    found = {
+        "batches": collectors.get("pulse_sink_batches"),
+        "rows": collectors.get("pulse_sink_rows"),
+        "failures": collectors.get("pulse_sink_failures"),
+        "batch_duration": collectors.get("pulse_sink_batch_seconds"),
+    }
+    if all(found.values()):
+        return SimpleNamespace(**found)
+    log.warning("sink metrics are registered but not found by name: pass metrics= to count them")
+    return None

@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from storage_samples import event, first_response, health, window
 
 from pipeline import topics
 from pipeline.config import Settings
+from pipeline.metrics import WorkerMetrics
 from pipeline.storage.batching import Backoff, BatchPolicy
 from pipeline.storage.client import close_quietly, connect
 from pipeline.storage.migrate import migrate
@@ -130,9 +132,14 @@ def sample(n_events: int = 30) -> list[BaseModel]:
 def test_rows_produced_to_the_topics_land_in_clickhouse(db: Any, sink_settings: Settings, make_sink: Any) -> None:
     items = sample()
     produce(sink_settings, items)
-    sink = make_sink()
+    registry = CollectorRegistry()
+    WorkerMetrics(registry)  # the worker registers the sink's metrics; the sink must use them
+    sink = make_sink(registry=registry)
     drive(sink, lambda: sink.stats.total_rows >= len(items))
     assert sink.stats.total_rows == len(items)
+    assert registry.get_sample_value("pulse_sink_rows_total", {"table": "events"}) == 30
+    assert registry.get_sample_value("pulse_sink_rows_total", {"table": "windows"}) == 5
+    assert (registry.get_sample_value("pulse_sink_batches_total", {"table": "health"}) or 0) >= 1
     assert count(db, "events") == 30
     assert count(db, "window_results") == 3  # (a,0) folded to its highest version
     assert count(db, "first_responses") == 2
