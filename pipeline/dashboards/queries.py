@@ -93,3 +93,25 @@ def grafana_alert_queries(provisioning: Mapping[str, Any], source: str) -> Itera
             for query in rule.get("data", []):
                 if query.get("datasourceUid") == PROMETHEUS_UID:
                     yield f"{source} / {rule['title']} / {query['refId']}", query["model"]["expr"]
+
+
+def shipped_queries() -> list[tuple[str, str]]:
+    """(where, expr) of every PromQL expression we ship, Grafana variables substituted:
+    generated dashboards and Grafana alerts, and the Prometheus rule files."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline.dashboards.render import render_all
+
+    found: list[tuple[str, str]] = []
+    for rel, text in render_all().items():
+        if rel.startswith("dashboards/"):
+            found += dashboard_queries(json.loads(text))
+        elif rel.startswith("provisioning/alerting/"):
+            found += grafana_alert_queries(yaml.safe_load(text), rel)
+    rules = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
+    for path in sorted(rules.glob("*.yml")):
+        found += rule_queries(yaml.safe_load(path.read_text()), path.name)
+    return [(where, substitute(expr)) for where, expr in found]

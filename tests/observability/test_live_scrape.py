@@ -28,13 +28,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import Settings
-from pipeline.dashboards.queries import metric_names_in
+from pipeline.dashboards.queries import metric_names_in, shipped_queries
 from pipeline.events import CanonicalEvent, stable_event_id
 from pipeline.metrics import all_metric_names
 from pipeline.stack.process import free_port
 from pipeline.stack.prometheus import PrometheusServer, prometheus_binary
 from tests.conftest import TEST_SECRETS
-from tests.observability.test_prometheus_queries import QUERIES
 
 pytestmark = [
     pytest.mark.kafka,
@@ -48,6 +47,7 @@ pytestmark = [
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
 WAIT_S = 90.0  # upper bound for start-up and for data to show up; never a timing assertion
 T = TypeVar("T")
+QUERIES = shipped_queries()
 
 
 def _wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_S) -> T:

@@ -22,14 +22,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
-from pipeline.dashboards.queries import (
-    dashboard_queries,
-    grafana_alert_queries,
-    metric_names_in,
-    rule_queries,
-    substitute,
-)
-from pipeline.dashboards.render import render_all
+from pipeline.dashboards.queries import metric_names_in, shipped_queries
 from pipeline.metrics import FAIL_REASONS, GatewayMetrics, WorkerMetrics, all_metric_names
 from pipeline.results import HealthSnapshot
 from pipeline.stack.process import free_port
@@ -44,19 +37,7 @@ RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
 T = TypeVar("T")
 
 
-def all_queries() -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    for rel, text in render_all().items():
-        if rel.startswith("dashboards/"):
-            found += dashboard_queries(json.loads(text))
-        elif rel.startswith("provisioning/alerting/"):
-            found += grafana_alert_queries(yaml.safe_load(text), rel)
-    for path in sorted(RULES.glob("*.yml")):
-        found += rule_queries(yaml.safe_load(path.read_text()), path.name)
-    return [(where, substitute(expr)) for where, expr in found]
-
-
-QUERIES = all_queries()
+QUERIES = shipped_queries()
 
 
 def _get(url: str) -> dict[str, Any]:
