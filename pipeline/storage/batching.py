@@ -109,6 +109,10 @@ class Batch(Generic[R]):
         self.sources.setdefault(table, []).append(source)
         self._seen(source, len(source.value or b""), now)
 
+    def skip(self, source: Source, now: float) -> None:
+        """A message with nothing to store (a tombstone): only commit past it."""
+        self._seen(source, 0, now)
+
     def add_dead(self, letter: DeadLetter, now: float) -> None:
         self.dead.append(letter)
         self._seen(letter.source, len(letter.source.value or b""), now)

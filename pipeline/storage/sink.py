@@ -195,26 +195,37 @@ class Sink:
         now = time.monotonic()
         if self._retry_at is not None:
             if now < self._retry_at:
-                # partitions are paused: this only keeps the group membership alive
-                self._consumer.poll(timeout_ms=int(min(wait, self._retry_at - now) * 1000))
+                # partitions are paused: this keeps the group membership alive. It returns
+                # records only when a rebalance replaced the assignment (and dropped the held
+                # batch): those must be kept, their position has moved past them.
+                self._add_records(self._poll(min(wait, self._retry_at - now), 1))
                 return 0
             return self.flush()
-        batch = self._batch
-        poll_wait = self.policy.wait(batch.count, batch.opened_at, now, wait)
-        records = self._consumer.poll(
-            timeout_ms=int(poll_wait * 1000), max_records=max(1, self.policy.room(batch.count))
+        poll_wait = self.policy.wait(self._batch.count, self._batch.opened_at, now, wait)
+        self._add_records(self._poll(poll_wait, max(1, self.policy.room(self._batch.count))))
+        batch = self._batch  # after poll: a rebalance inside it may have replaced the batch
+        if self.policy.due(batch.count, batch.nbytes, batch.opened_at, time.monotonic()):
+            return self.flush()
+        return 0
+
+    def _poll(self, wait_s: float, max_records: int) -> dict[Any, list[Any]]:
+        records: dict[Any, list[Any]] = self._consumer.poll(
+            timeout_ms=int(max(0.0, wait_s) * 1000), max_records=max_records
         )
+        return records
+
+    def _add_records(self, records: dict[Any, list[Any]]) -> None:
         now = time.monotonic()
         for tp, messages in records.items():
             table = self._tables.get(tp.topic)
             for message in messages:
                 self._add(table, message, now)
-        if self.policy.due(batch.count, batch.nbytes, batch.opened_at, time.monotonic()):
-            return self.flush()
-        return 0
 
     def _add(self, table: Table | None, message: Any, now: float) -> None:
         source = Source(message.topic, message.partition, message.offset, message.key, message.value)
+        if message.value is None:
+            self._batch.skip(source, now)  # a tombstone of a compacted topic: nothing to store
+            return
         if table is None:
             self._batch.add_dead(DeadLetter(source, "decode", f"no table for topic {message.topic}"), now)
             return
