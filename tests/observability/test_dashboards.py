@@ -139,3 +139,11 @@ def test_grafana_alerts_are_equivalent_to_prometheus_community_rules() -> None:
 )
 def test_metric_names_in(expr: str, names: set[str]) -> None:
     assert metric_names_in(expr) == names
+
+
+def test_dashboards_load_back_into_the_sdk_model() -> None:
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    for rel, board in _boards().items():
+        model = Dashboard.from_json(board)
+        assert model.uid == board["uid"] and model.panels, rel

@@ -269,3 +269,28 @@ def test_exposition_series_match_the_view(snaps: list[HealthSnapshot], cap: int)
         if "community_id" in s.labels
     }
     assert seen == exported
+
+
+@given(st.lists(snapshots_st, max_size=40), st.integers(1, 4), st.integers(0, 10))
+def test_workers_owning_disjoint_partitions_add_up(snaps: list[HealthSnapshot], workers: int, cap: int) -> None:
+    # each worker exports only the communities of its partitions: counts add up across workers
+    owned: list[list[HealthSnapshot]] = [[] for _ in range(workers)]
+    for s in snaps:
+        owned[sum(map(ord, s.community_id)) % workers].append(s)
+    registries = [CollectorRegistry() for _ in range(workers)]
+    for registry, mine in zip(registries, owned, strict=True):
+        CommunityGauges(registry, cap).update(mine)
+    whole = community_view(snaps, cap=len(snaps))
+    for state in STATES:
+        total = sum(r.get_sample_value("pulse_communities", {"state": state}) or 0 for r in registries)
+        assert total == whole.by_state[state]
+    exported = [
+        (s.labels["platform"], s.labels["community_id"])
+        for r in registries
+        for fam in r.collect()
+        if fam.name == "pulse_community_info"
+        for s in fam.samples
+    ]
+    assert len(exported) == len(set(exported))  # no community exported twice
+    not_exported = sum(r.get_sample_value("pulse_communities_not_exported") or 0 for r in registries)
+    assert len(exported) + not_exported == len(whole.exported)
