@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from pipeline.stack.command import Record, local_kafka_port, render_prometheus_config
 from pipeline.stack.kafka import KafkaBroker, server_properties
-from pipeline.stack.process import StackError, free_port, pid_alive, pid_matches, terminate
+from pipeline.stack.process import StackError, free_port, pid_alive, pid_cmdline, pid_matches, terminate
 from pipeline.stack.prometheus import prometheus_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,6 @@ def test_broker_dies_with_a_killed_parent(tmp_path: Path) -> None:
         from pipeline.stack.process import free_port
         broker = KafkaBroker(Path({str(tmp_path / "kafka")!r}), free_port(), free_port(), die_with_parent=True)
         broker.start()
-        broker.wait_ready(60)  # a running broker: setpriv has long since exec'd java
         print(broker.pid, flush=True)
         time.sleep(120)
         """
@@ -130,6 +129,10 @@ def test_broker_dies_with_a_killed_parent(tmp_path: Path) -> None:
     try:
         assert parent.stdout is not None
         broker_pid = int(parent.stdout.readline())
+        # setpriv sets the parent-death signal, then execs java: wait for the exec
+        deadline = time.monotonic() + 30
+        while "java" not in pid_cmdline(broker_pid).split(" ")[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert pid_matches(broker_pid, str(tmp_path / "kafka" / "server.properties"))
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)

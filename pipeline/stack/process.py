@@ -100,14 +100,15 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start a server with stdout and stderr appended to ``log_file``.
 
-    ``die_with_parent`` wraps the command in ``setpriv --pdeathsig SIGTERM`` (which then
-    execs it, so the pid stays the server's): the kernel stops the server even when its
-    parent is killed with SIGKILL. Tests use it; `pulse stack up` does not, since its
-    servers must outlive the command.
+    ``die_with_parent`` wraps the command in ``setpriv --pdeathsig SIGKILL`` (which then
+    execs it, so the pid stays the server's): the kernel kills the server as soon as its
+    parent dies, even by SIGKILL. Tests use it for their throwaway servers (SIGKILL: a
+    graceful Kafka shutdown can take many seconds on a busy machine); `pulse stack up`
+    does not, since its servers must outlive the command.
     """
     command = list(argv)
     if die_with_parent and shutil.which("setpriv"):
-        command = ["setpriv", "--pdeathsig", "SIGTERM", "--", *command]
+        command = ["setpriv", "--pdeathsig", "SIGKILL", "--", *command]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         return subprocess.Popen(
