@@ -273,3 +273,53 @@ def test_up_status_down_leaves_nothing_behind(stack_env: dict[str, str]) -> None
     assert _records(stack_env) == {}
     assert _pulse(stack_env, "status").returncode == 3
     assert "nothing to stop" in _pulse(stack_env, "down").stdout
+
+
+# ---------------------------------------------------------------- Prometheus alone
+
+
+def test_missing_prometheus_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.stack.prometheus import PrometheusServer
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    server = PrometheusServer(TEMPLATE, tmp_path / "prom", free_port())
+    with pytest.raises(StackError, match="apt-get install prometheus"):
+        server.start()
+
+
+@pytest.mark.prometheus
+def test_prometheus_server_scrapes_itself_and_stops(tmp_path: Path) -> None:
+    import urllib.parse
+    import urllib.request
+
+    from pipeline.stack.prometheus import PrometheusServer
+
+    if prometheus_binary() is None:
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    port = free_port()
+    config_file = tmp_path / "prometheus.yml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [{"job_name": "self", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}],
+            }
+        )
+    )
+    server = PrometheusServer(config_file, tmp_path / "data", port, die_with_parent=True)
+    server.start()
+    try:
+        server.wait_ready(30)
+        pid = server.pid
+        assert pid is not None and pid_matches(pid, str(config_file))
+        query = urllib.parse.urlencode({"query": 'up{job="self"}'})
+        deadline = time.monotonic() + 30
+        result: list[object] = []
+        while not result and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{server.url}/api/v1/query?{query}", timeout=5) as response:
+                result = json.load(response)["data"]["result"]
+            time.sleep(0.5)
+        assert result, "Prometheus never scraped itself"
+    finally:
+        server.stop()
+    assert not pid_alive(pid)
