@@ -10,6 +10,8 @@ For each round:
   direct   the rows, already decoded, inserted with client.insert in batches of --batch rows;
   direct+decode  the same, decoding each message's JSON with the model first (the sink's work
            minus Kafka), to show where the time goes;
+  consume  kafka-python alone reading the same messages (no decode, no insert): the floor that
+           the sink's Kafka side sets, whatever the store does;
   sink     the messages, produced to Kafka beforehand, consumed by pipeline.storage.sink.Sink
            (decode, batch, insert with dedup token, commit offsets). Timed from the first
            message received to the last row stored (consumer-group join excluded).
@@ -19,6 +21,7 @@ Prints rows/s of each and sink/direct. Numbers only: this is a benchmark, not a 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -134,7 +137,31 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> 
     producer.close(10)
 
 
-def bench_sink(base: str, bootstrap: str, topic_name: str, messages: list[tuple[bytes, bytes]], batch: int) -> float:
+def bench_consume(bootstrap: str, topic: str, n: int) -> float:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=10_000)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        seen = 0
+        started: float | None = None
+        deadline = time.monotonic() + 600
+        while seen < n and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                if started is None:
+                    started = time.perf_counter()
+                seen += len(records)
+        assert started is not None and seen >= n
+        return n / (time.perf_counter() - started)
+    finally:
+        consumer.close()
+
+
+def bench_sink(
+    base: str, bootstrap: str, topic_name: str, messages: list[tuple[bytes, bytes]], batch: int
+) -> tuple[float, float]:
     from pipeline.stack.topics import create_topics
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
@@ -148,6 +175,7 @@ def bench_sink(base: str, bootstrap: str, topic_name: str, messages: list[tuple[
         }
     )
     produce(bootstrap, settings.topic(topic_name), messages)
+    consume_rate = bench_consume(bootstrap, settings.topic(topic_name), len(messages))
     sink = Sink(settings, connect(settings), policy=BatchPolicy(max_rows=batch, max_age_s=1.0))
     try:
         deadline = time.monotonic() + 600
@@ -162,7 +190,7 @@ def bench_sink(base: str, bootstrap: str, topic_name: str, messages: list[tuple[
         seconds = time.perf_counter() - started
         table = TABLE_BY_TOPIC[topic_name]
         assert count(client, table.name) >= 1
-        return len(messages) / seconds
+        return len(messages) / seconds, consume_rate
     finally:
         sink.close()
         close_quietly(sink.client)
@@ -199,18 +227,23 @@ def main() -> int:
             f"{args.rows} {args.kind} rows ({size:.0f} bytes of JSON each), "
             f"batches of {args.batch}, table {table.name}"
         )
-        results: dict[str, list[float]] = {"direct": [], "direct+decode": [], "sink": []}
+        results: dict[str, list[float]] = {"direct": [], "direct+decode": [], "consume": [], "sink": []}
+        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         for r in range(1, args.rounds + 1):
             results["direct"].append(bench_direct(base, table, messages, args.batch, decode=False))
             results["direct+decode"].append(bench_direct(base, table, messages, args.batch, decode=True))
-            results["sink"].append(bench_sink(base, bootstrap, topic_name, messages, args.batch))
+            sink_rate, consume_rate = bench_sink(base, bootstrap, topic_name, messages, args.batch)
+            results["sink"].append(sink_rate)
+            results["consume"].append(consume_rate)
             print(
                 f"round {r}: direct {results['direct'][-1]:,.0f} rows/s, "
-                f"direct+decode {results['direct+decode'][-1]:,.0f} rows/s, sink {results['sink'][-1]:,.0f} rows/s"
+                f"direct+decode {results['direct+decode'][-1]:,.0f} rows/s, "
+                f"consume {consume_rate:,.0f} msg/s, sink {sink_rate:,.0f} rows/s"
             )
         med = {k: statistics.median(v) for k, v in results.items()}
         print(f"median  direct        {med['direct']:>10,.0f} rows/s")
         print(f"median  direct+decode {med['direct+decode']:>10,.0f} rows/s")
+        print(f"median  consume only  {med['consume']:>10,.0f} msg/s  (kafka-python, no decode/insert)")
         print(f"median  sink          {med['sink']:>10,.0f} rows/s")
         print(f"sink / direct         {med['sink'] / med['direct']:>10.0%}   (target >= 80%)")
         print(f"sink / direct+decode  {med['sink'] / med['direct+decode']:>10.0%}")

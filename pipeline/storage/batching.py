@@ -118,13 +118,16 @@ class Batch(Generic[R]):
         self._seen(letter.source, len(letter.source.value or b""), now)
 
     def token(self, table: str) -> str:
-        """Deterministic insert_deduplication_token: the same messages give the same token."""
-        spans: dict[tuple[str, int], list[int]] = {}
-        for s in self.sources.get(table, []):
-            span = spans.setdefault((s.topic, s.partition), [s.offset, s.offset, 0])
-            span[0], span[1], span[2] = min(span[0], s.offset), max(span[1], s.offset), span[2] + 1
-        text = ";".join(f"{t}/{p}/{a}-{b}/{n}" for (t, p), (a, b, n) in sorted(spans.items()))
-        return f"pulse-sink:{table}:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+        """Deterministic insert_deduplication_token: the same messages give the same token.
+
+        Built from where the messages sit (topic, partition, offset) and what they hold, so a
+        topic recreated from offset 0 can never have new rows taken for an old batch.
+        """
+        digest = hashlib.sha256(table.encode())
+        for s in sorted(self.sources.get(table, []), key=lambda s: (s.topic, s.partition, s.offset)):
+            digest.update(f"\x1f{s.topic}\x1f{s.partition}\x1f{s.offset}\x1f".encode())
+            digest.update(s.value or b"")
+        return f"pulse-sink:{table}:{digest.hexdigest()[:40]}"
 
 
 def insert_isolating(

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"pulse db: {exc}", file=sys.stderr)
         return 1
     try:
-        ttl = getattr(args, "events_ttl_days", None)
+        # --events-ttl-days, else a PULSE_EVENTS_TTL_DAYS setting once config.py has one
+        ttl = getattr(args, "events_ttl_days", None) or getattr(settings, "events_ttl_days", None)
         try:
             applied = migrate(client, events_ttl_days=ttl)
         except MigrationError as exc:

@@ -118,6 +118,10 @@ def test_token_depends_on_the_messages_not_their_order(offsets: list[int], rnd: 
         c.add_row("tbl", o, src(o + 1), 0.0)
     assert c.token("tbl") != a.token("tbl")
     assert a.token("tbl") != a.token("other")
+    d: Batch[int] = Batch()
+    for o in offsets:
+        d.add_row("tbl", o, src(o, value=b"y"), 0.0)
+    assert d.token("tbl") != a.token("tbl")  # same offsets, other content (a recreated topic)
 
 
 # ---------------------------------------------------------------- isolating refused rows
