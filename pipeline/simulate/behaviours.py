@@ -51,8 +51,8 @@ PROFILES: dict[str, Profile] = {
                      first_response_median_s=90 * 60, zipf=1.0),
     "dead": Profile(members=20, threads_per_day=3, replies_per_thread=1.5, answered=0.8,
                     first_response_median_s=2 * 3600, zipf=1.0, joins_per_day=0.2),
-    "one_poster": Profile(members=15, threads_per_day=2.5, replies_per_thread=0.6, answered=0.04,
-                          first_response_median_s=6 * 3600, zipf=0.0, top_poster_share=1.0,
+    "one_poster": Profile(members=15, threads_per_day=3, replies_per_thread=0.6, answered=0.04,
+                          first_response_median_s=3 * 3600, zipf=0.0, top_poster_share=1.0,
                           bot_reply=0.0, reactions_per_post=0.1, joins_per_day=0.1),
     "on_demand": Profile(members=40, threads_per_day=5, replies_per_thread=2.0, answered=0.97,
                          first_response_median_s=15 * 60, zipf=0.8),
@@ -87,6 +87,16 @@ def _poisson(rng: random.Random, lam: float) -> int:
         if p <= limit:
             return k
         k += 1
+
+
+def _steady(rng: random.Random, mean: float) -> int:
+    """A count with the given mean and little spread (randomized rounding).
+
+    Thread starts use it so that a week of a steady community is never mistaken
+    for a drop (Poisson counts over a week vary by about +-20 %).
+    """
+    whole = math.floor(mean)
+    return whole + (1 if rng.random() < mean - whole else 0)
 
 
 def _lognormal(rng: random.Random, median_s: float, sigma: float = 1.0) -> timedelta:
@@ -136,7 +146,7 @@ def community_actions(behaviour: str, start: datetime, end: datetime, rng: rando
     while day < end:
         mult = rate_multiplier(behaviour, day, end)
         actions += _membership(rng, profile, day, end, mult)
-        for _ in range(_poisson(rng, profile.threads_per_day * mult)):
+        for _ in range(_steady(rng, profile.threads_per_day * mult)):
             at = day + timedelta(hours=rng.choices(range(24), HOURS)[0], seconds=rng.uniform(0, 3600))
             if at >= end:
                 continue

@@ -246,3 +246,36 @@ def test_any_spec_gives_verifiable_adaptable_requests(
         verify(request)
         for event in to_events(request):
             assert spec.start <= event.occurred_at <= END
+
+
+def test_the_core_engine_judges_each_behaviour_as_asked() -> None:
+    """End to end through the pure parts: simulator -> adapters -> C's CommunityEngine health."""
+    from pipeline.core.engine import CommunityEngine
+
+    requests, _ = simulated()
+    engines: dict[str, CommunityEngine] = {}
+    behaviour: dict[str, str] = {}
+    for request in requests:
+        for event in to_events(request):
+            engine = engines.get(event.community_id)
+            if engine is None:
+                engine = engines[event.community_id] = CommunityEngine(
+                    event.community_id, event.platform, event.space_id
+                )
+                behaviour[event.community_id] = request.meta["behaviour"]
+            engine.apply(event, event.occurred_ms + 1000)
+    judged = 0
+    for cid, engine in engines.items():
+        if cid.count(":") == 1 and cid.startswith("discourse:"):
+            continue  # the forum-wide community of Discourse sign-ups, not a simulated one
+        engine.advance(int(END.timestamp() * 1000))
+        health = engine.health()
+        expected = behaviour[cid]
+        if expected in ("on_demand", "when_we_can"):
+            assert (health.state, health.responsiveness) == ("healthy", expected), cid
+        else:
+            assert health.state == expected, (cid, health.state, health.flags)
+        if expected == "healthy":
+            assert health.responsiveness == "on_demand", cid
+        judged += 1
+    assert judged == len(PLATFORMS) * len(BEHAVIOURS)
