@@ -206,7 +206,7 @@ class WorkerMetrics:
         )
         self.consumer_lag = Gauge(
             "pulse_worker_consumer_lag_messages",
-            "Messages between the committed offset and the end of each owned partition.",
+            "Messages between the worker's read position and the end of each owned partition.",
             ["topic", "partition"],
             registry=registry,
         )

@@ -145,6 +145,7 @@ class PulseWorker:
         @app.timer(interval=METRICS_INTERVAL_S)
         async def export_metrics() -> None:
             self.metrics.communities.update(self.processor.current_health())
+            await self._export_lag()
 
         def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
             revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
@@ -166,6 +167,29 @@ class PulseWorker:
             return web.json({"status": "ok"})
 
         self._agent = engagement
+
+    async def _export_lag(self) -> None:
+        """Consumer lag per owned partition, and whether Kafka answers at all."""
+        events = self.settings.topic(topics.EVENTS)
+        consumer = self.app.consumer
+        owned = [tp for tp in self.app.assignor.assigned_actives() if tp.topic == events]
+        try:
+            highwaters = await asyncio.wait_for(consumer.highwaters(*owned), timeout=METRICS_INTERVAL_S)
+            positions = {tp: await consumer.position(tp) for tp in owned}
+        except Exception as exc:  # any failure to reach the cluster is what kafka_up reports
+            log.warning("Kafka did not answer the lag query: %s", type(exc).__name__)
+            self.metrics.kafka_up.set(0)
+            return
+        self.metrics.kafka_up.set(1)
+        for tp in owned:
+            position = positions.get(tp)
+            if position is not None and tp in highwaters:
+                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, highwaters[tp] - position)
+                )
+        newest = self.processor.newest_event_ms
+        if newest is not None:
+            self.metrics.stream_lag.set(max(0.0, (_now_ms() - newest) / 1000))
 
     async def _handle(self, event: EventT, *, is_tick: bool) -> None:
         message = event.message

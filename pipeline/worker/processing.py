@@ -106,6 +106,7 @@ class Processor:
         self._by_partition: dict[int, set[str]] = {}
         self._health: dict[str, HealthSnapshot] = {}
         self._stale: set[str] = set()  # communities whose figures changed since health was last computed
+        self.newest_event_ms: int | None = None  # for the stream-lag gauge
 
     # -- engines --------------------------------------------------------------
 
@@ -147,6 +148,8 @@ class Processor:
 
     def handle_event(self, value: bytes | None, wall_ms: int) -> StepResult:
         event = decode_event(value)
+        if self.newest_event_ms is None or event.occurred_ms > self.newest_event_ms:
+            self.newest_event_ms = event.occurred_ms
         engine = self._engine(event.community_id, event)
         assert engine is not None
         result = StepResult(processed=1)

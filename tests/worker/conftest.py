@@ -89,7 +89,13 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
 
     def start(state_name: str = "state", extra_env: dict[str, str] | None = None, sink: bool = False) -> WorkerProcess:
         port = free_port()
-        env = {**worker_env, "PULSE_WORKER_PORT": str(port), "PULSE_STATE_DIR": str(tmp_path / state_name)}
+        env = {
+            **worker_env,
+            "PULSE_WORKER_PORT": str(port),
+            "PULSE_STATE_DIR": str(tmp_path / state_name),
+            # one embedded ClickHouse per process: chDB lets a single process open a path
+            "PULSE_CLICKHOUSE_URL": f"chdb://{tmp_path / ('ch-' + state_name)}",
+        }
         env.update(extra_env or {})
         log_file = tmp_path / f"worker-{len(started)}.log"
         args = [sys.executable, "-m", "pipeline.cli", "worker"] + ([] if sink else ["--no-sink"])
