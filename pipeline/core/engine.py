@@ -39,7 +39,6 @@ Definitions (documented here because they are choices):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +46,7 @@ from pipeline.core.buckets import Bucket
 from pipeline.core.concentration import absence_factor, gini, top_share
 from pipeline.core.dedupe import Deduper
 from pipeline.core.health import HealthInputs, Verdict, evaluate
-from pipeline.core.latency import Answered, Thread, known_threads, percentile
+from pipeline.core.latency import Answered, Thread, ThreadBook, percentile
 from pipeline.core.policy import DEFAULT_POLICY, CommunityPolicy
 from pipeline.core.windows import (
     DAY_MS,
@@ -66,6 +65,17 @@ from pipeline.results import FirstResponse, HealthSnapshot, WindowResult
 STATE_FORMAT = 1
 _DAYS_KEPT = 35  # dying baseline: the 4 weeks before the last 7 days
 _DETAIL_DAYS = 28  # posters per day are kept for the 28 d views only
+
+
+@dataclass
+class _DayCache:
+    key: tuple[int, int]
+    posts_7d: int = 0
+    posts_28d: int = 0
+    baseline_posts: int = 0
+    active_7d: set[str] = field(default_factory=set)
+    posters_28d: dict[str, int] = field(default_factory=dict)
+    top_28d: int = 0
 
 
 @dataclass
@@ -99,7 +109,7 @@ class CommunityEngine:
         self.dedupe = Deduper(windows_config.dedupe_max_entries)
         self.buckets: dict[str, dict[int, Bucket]] = {"1h": {}, "1d": {}}
         self.members: dict[str, list[int]] = {}  # actor -> [first post ms, last post ms]
-        self.threads: dict[str, Thread] = {}
+        self.threads = ThreadBook()
         self.last_post_ms: int | None = None
         self.verdict: Verdict | None = None
         self.snapshot: HealthSnapshot | None = None
@@ -112,6 +122,10 @@ class CommunityEngine:
         self.total_late_dropped = 0
         self._dirty: set[tuple[str, int]] = set()
         self._next_final_ms: int | None = None
+        # aggregates of the complete days (ages >= 1) for health; rebuilt on a new day or
+        # when a past day changes (_days_epoch)
+        self._days_epoch = 0
+        self._day_cache: _DayCache | None = None
 
     # ------------------------------------------------------------------ API
 
@@ -182,6 +196,8 @@ class CommunityEngine:
                 if not bucket.final:
                     self._note_pending(start, size)
             bucket.add(event.kind, actor, human)
+            if size == "1d" and start < window_start(now, "1d"):
+                self._days_epoch += 1
             if bucket.final:
                 bucket.late_events += 1
             self._mark(size, start)
@@ -193,21 +209,22 @@ class CommunityEngine:
         if event.kind == Kind.THREAD_STARTED:
             tid = event.thread_id or event.event_id
             thread = self.threads.get(tid)
-            if thread is None:
-                thread = self.threads[tid] = Thread()
+            old_start = thread.start_ms
             thread.set_start(actor, occurred)
         else:
             reply_tid = event.thread_id or event.parent_id
             if reply_tid is None:
                 return
-            thread = self.threads.get(reply_tid)
-            if thread is None:
-                thread = self.threads[reply_tid] = Thread()
-            thread.add_response(actor, occurred)
             tid = reply_tid
+            thread = self.threads.get(tid)
+            old_start = thread.start_ms
+            thread.add_response(actor, occurred)
+        self.threads.reindex(tid, thread, old_start)
         self._thread_changed(tid, thread, occurred, em)
 
     def _note_member(self, actor: str, occurred: int) -> None:
+        # hour resolution is exact for "first post in this window" (windows are whole hours)
+        occurred -= occurred % HOUR_MS
         seen = self.members.get(actor)
         if seen is None:
             self.members[actor] = [occurred, occurred]
@@ -282,7 +299,7 @@ class CommunityEngine:
     def _emit_windows(self, em: Emissions, wall_now_ms: int) -> None:
         if not self._dirty:
             return
-        answered = list(known_threads(self.threads.values()))
+        answered = self.threads.window_view()
         for size, start in sorted(self._dirty, key=lambda k: (k[1], k[0])):
             bucket = self.buckets[size].get(start)
             if bucket is None or not bucket.dirty:
@@ -377,14 +394,14 @@ class CommunityEngine:
             elif age_days >= _DETAIL_DAYS and not b.compacted:
                 b.compact()
         self.dedupe.prune(touchable)
-        thread_floor = touchable - cfg.thread_horizon_ms - DAY_MS
-        for tid in [
-            tid
-            for tid, t in self.threads.items()
-            if (t.start_ms is not None and t.start_ms < thread_floor)
-            or (t.start_ms is None and t.last_ms() < touchable - DAY_MS)
-        ]:
-            del self.threads[tid]
+        self.threads.prune(
+            # windows that can still be emitted end after touchable - 1 d: a first response
+            # before that is neither in them nor changes their "unanswered at end"
+            answered_before_ms=touchable - 2 * DAY_MS,
+            started_before_ms=now - 8 * DAY_MS,  # the 7 d health views
+            open_before_ms=touchable - cfg.thread_horizon_ms - DAY_MS,
+            orphan_before_ms=touchable - DAY_MS,
+        )
         # members are referenced by the daily buckets of the last 28 d: never forget sooner
         member_floor = now - max(cfg.member_memory_ms, (_DETAIL_DAYS + 2) * DAY_MS)
         for actor in [a for a, (_, last) in self.members.items() if last < member_floor]:
@@ -392,15 +409,29 @@ class CommunityEngine:
 
     # --------------------------------------------------------------- health
 
-    def _days_back(self) -> Iterator[tuple[int, Bucket]]:
-        """(age in days, bucket) for every kept daily bucket; age 0 = the current day."""
-        now = self.clock.now
-        assert now is not None
-        today = window_start(now, "1d")
+    def _complete_days(self, today: int) -> _DayCache:
+        key = (today, self._days_epoch)
+        cache = self._day_cache
+        if cache is not None and cache.key == key:
+            return cache
+        cache = _DayCache(key)
         for start, b in self.buckets["1d"].items():
             age = (today - start) // DAY_MS
-            if age >= 0:
-                yield age, b
+            if age < 1:
+                continue
+            if age < 7:
+                cache.posts_7d += b.posts
+                cache.active_7d.update(b.posters)
+            elif age < _DAYS_KEPT:
+                cache.baseline_posts += b.posts
+            if age < _DETAIL_DAYS:
+                cache.posts_28d += b.posts
+                merged = cache.posters_28d
+                for actor, n in b.posters.items():
+                    merged[actor] = merged.get(actor, 0) + n
+        cache.top_28d = max(cache.posters_28d.values(), default=0)
+        self._day_cache = cache
+        return cache
 
     def _health_inputs(self) -> dict[str, Any]:
         now = self.clock.now
@@ -421,40 +452,38 @@ class CommunityEngine:
                 posts_24h += b.posts
                 if start == hour:
                     posts_1h = b.posts
-        posts_7d = posts_28d = baseline_posts = 0
-        active_7d: set[str] = set()
-        merged: dict[str, int] = {}
-        for age, b in self._days_back():
-            if age < 7:
-                posts_7d += b.posts
-                active_7d.update(b.posters)
-            elif age < _DAYS_KEPT:
-                baseline_posts += b.posts
-            if age < _DETAIL_DAYS:
-                posts_28d += b.posts
-                for actor, n in b.posters.items():
-                    merged[actor] = merged.get(actor, 0) + n
-        top1 = max(merged.values()) / posts_28d if merged and posts_28d else 0.0
-        week_ago = now - 7 * DAY_MS
+        # rolling views = the complete days (cached) + the current day's bucket
+        today = window_start(now, "1d")
+        days = self._complete_days(today)
+        current = self.buckets["1d"].get(today)
+        posts_7d, posts_28d, active_7d, top = days.posts_7d, days.posts_28d, len(days.active_7d), 0
+        top = days.top_28d
+        if current is not None:
+            posts_7d += current.posts
+            posts_28d += current.posts
+            for actor, n in current.posters.items():
+                if actor not in days.active_7d:
+                    active_7d += 1
+                top = max(top, days.posters_28d.get(actor, 0) + n)
+        top1 = top / posts_28d if posts_28d else 0.0
         sla_ms = t.sla_s * 1000
-        threads_7d = 0
         lat_7d: list[float] = []
         eligible = within = 0
+        recent = self.threads.started_since(now - 7 * DAY_MS + 1)
+        for a in recent:
+            lat = a.latency_ms
+            if lat is not None:
+                lat_7d.append(lat / 1000)
+            if lat is not None and lat <= sla_ms:
+                eligible += 1
+                within += 1
+            elif now - a.start_ms >= sla_ms:
+                eligible += 1
         backlog = 0
         oldest: int | None = None
         horizon = now - self.config.thread_horizon_ms
-        for a in known_threads(self.threads.values()):
-            lat = a.latency_ms
-            if a.start_ms > week_ago:
-                threads_7d += 1
-                if lat is not None:
-                    lat_7d.append(lat / 1000)
-                if lat is not None and lat <= sla_ms:
-                    eligible += 1
-                    within += 1
-                elif now - a.start_ms >= sla_ms:
-                    eligible += 1
-            if lat is None and a.start_ms >= horizon:
+        for a in self.threads.answered_view(self.threads.open):
+            if a.response_ms is None and a.start_ms >= horizon:
                 if now - a.start_ms >= sla_ms:
                     backlog += 1
                 if oldest is None or a.start_ms < oldest:
@@ -463,10 +492,10 @@ class CommunityEngine:
         inputs = HealthInputs(
             silence_s=silence,
             posts_7d=posts_7d,
-            baseline_posts_per_week=baseline_posts / 4,
+            baseline_posts_per_week=days.baseline_posts / 4,
             posts_28d=posts_28d,
             top1_share_28d=top1,
-            threads_started_7d=threads_7d,
+            threads_started_7d=len(recent),
             first_response_p50_7d_s=percentile(lat_7d, 0.5),
             answered_within_sla_7d=within / eligible if eligible else None,
             backlog_threads=backlog,
@@ -475,7 +504,7 @@ class CommunityEngine:
             "inputs": inputs,
             "posts_1h": posts_1h,
             "posts_24h": posts_24h,
-            "active_7d": len(active_7d),
+            "active_7d": active_7d,
             "unanswered_oldest_s": (now - oldest) / 1000 if oldest is not None else None,
         }
 

@@ -121,3 +121,140 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     if lo == hi:
         return float(ordered[lo])
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+class ThreadBook:
+    """Threads of one community with two small indexes kept beside the records.
+
+    ``open``: threads without a first response yet (the unanswered and the orphans);
+    ``recent``: threads whose first response is recent enough that a window that
+    can still be emitted may need it (pruned with the book). ``by_day``: thread ids
+    by the UTC day of their start, for the 7-day health views. Window rows and
+    health then look at a few dozen threads instead of every remembered one.
+    """
+
+    __slots__ = ("by_day", "open", "orphans", "recent", "threads")
+
+    def __init__(self) -> None:
+        self.threads: dict[str, Thread] = {}
+        self.open: set[str] = set()
+        self.orphans: set[str] = set()  # replies seen, start not (yet)
+        self.recent: set[str] = set()
+        self.by_day: dict[int, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self.threads)
+
+    def get(self, tid: str) -> Thread:
+        thread = self.threads.get(tid)
+        if thread is None:
+            thread = self.threads[tid] = Thread()
+            self.orphans.add(tid)
+        return thread
+
+    def reindex(self, tid: str, thread: Thread, old_start_ms: int | None) -> None:
+        """Call after a change to ``thread``."""
+        if thread.start_ms != old_start_ms:
+            if old_start_ms is not None:
+                day = self.by_day.get(_day(old_start_ms))
+                if day is not None:
+                    day.discard(tid)
+            if thread.start_ms is not None:
+                self.by_day.setdefault(_day(thread.start_ms), set()).add(tid)
+        if thread.start_ms is None:
+            self.orphans.add(tid)
+        elif thread.first_response() is None:
+            self.orphans.discard(tid)
+            self.open.add(tid)
+            self.recent.discard(tid)
+        else:
+            self.orphans.discard(tid)
+            self.open.discard(tid)
+            self.recent.add(tid)
+
+    def answered_view(self, tids: Iterable[str]) -> list[Answered]:
+        out = []
+        for tid in tids:
+            t = self.threads.get(tid)
+            if t is not None and t.start_ms is not None:
+                fr = t.first_response()
+                out.append(Answered(t.start_ms, fr[1] if fr else None))
+        return out
+
+    def window_view(self) -> list[Answered]:
+        """Threads a window row can need: the open ones and the recently answered ones."""
+        return self.answered_view(self.open | self.recent)
+
+    def started_since(self, since_ms: int) -> list[Answered]:
+        tids: list[str] = []
+        for day, ids in self.by_day.items():
+            if day + _DAY_MS > since_ms:
+                tids.extend(ids)
+        return [a for a in self.answered_view(tids) if a.start_ms >= since_ms]
+
+    def prune(
+        self,
+        answered_before_ms: int,
+        started_before_ms: int,
+        open_before_ms: int,
+        orphan_before_ms: int,
+    ) -> None:
+        """Forget threads no window, health view or late event can still change or need.
+
+        An answered thread goes once its first response is older than
+        ``answered_before_ms`` and it started before ``started_before_ms``; an open
+        thread once it started before ``open_before_ms``; an orphan (replies
+        seen, start never) once its last reply is older than ``orphan_before_ms``.
+        """
+        drop: list[str] = []
+        for tid in self.orphans:
+            if self.threads[tid].last_ms() < orphan_before_ms:
+                drop.append(tid)
+        for tid in self.open:
+            if (self.threads[tid].start_ms or 0) < open_before_ms:
+                drop.append(tid)
+        for tid in list(self.recent):
+            t = self.threads[tid]
+            fr = t.first_response()
+            if fr is not None and fr[1] < answered_before_ms:
+                self.recent.discard(tid)
+        # answered threads that left "recent" stay for the 7 d views (by_day) only
+        for old_day in [d for d in self.by_day if d + _DAY_MS <= started_before_ms]:
+            for tid in self.by_day[old_day]:
+                t = self.threads[tid]
+                if (t.start_ms or 0) < started_before_ms and tid not in self.open and tid not in self.recent:
+                    drop.append(tid)
+        for tid in set(drop):
+            t = self.threads.pop(tid)
+            self.open.discard(tid)
+            self.recent.discard(tid)
+            self.orphans.discard(tid)
+            if t.start_ms is not None:
+                ids = self.by_day.get(_day(t.start_ms))
+                if ids is not None:
+                    ids.discard(tid)
+                    if not ids:
+                        del self.by_day[_day(t.start_ms)]
+
+    @classmethod
+    def rebuild(cls, threads: dict[str, Thread], recent_since_ms: int) -> ThreadBook:
+        book = cls()
+        book.threads = threads
+        for tid, t in threads.items():
+            if t.start_ms is None:
+                book.orphans.add(tid)
+                continue
+            book.by_day.setdefault(_day(t.start_ms), set()).add(tid)
+            fr = t.first_response()
+            if fr is None:
+                book.open.add(tid)
+            elif fr[1] >= recent_since_ms:
+                book.recent.add(tid)
+        return book
+
+
+_DAY_MS = 86_400_000
+
+
+def _day(ms: int) -> int:
+    return ms - ms % _DAY_MS

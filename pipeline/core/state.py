@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from pipeline.core.buckets import Bucket
 from pipeline.core.dedupe import Deduper
 from pipeline.core.health import Verdict
-from pipeline.core.latency import Thread
+from pipeline.core.latency import Thread, ThreadBook
 from pipeline.core.policy import CommunityPolicy
-from pipeline.core.windows import StreamClock, WindowsConfig
+from pipeline.core.windows import DAY_MS, HOUR_MS, StreamClock, WindowsConfig
 from pipeline.results import HealthSnapshot
 
 if TYPE_CHECKING:
@@ -49,9 +49,10 @@ def encode(engine: CommunityEngine) -> bytes:
     ix = _Actors()
     members = []
     for actor, (first, last) in engine.members.items():
-        members += [ix(actor), first, last]
+        # member times are whole hours (see engine._note_member): store hour numbers
+        members += [ix(actor), first // HOUR_MS, last // HOUR_MS]
     threads = {}
-    for tid, t in engine.threads.items():
+    for tid, t in engine.threads.threads.items():
         threads[tid] = [
             t.start_ms,
             ix(t.author),
@@ -107,9 +108,15 @@ def decode(data: bytes, policy: CommunityPolicy) -> CommunityEngine:
         return names[i] if i >= 0 else None
 
     m = doc["members"]
-    engine.members = {names[m[i]]: [m[i + 1], m[i + 2]] for i in range(0, len(m), 3)}
-    for tid, (start, author, c1a, c1t, c2a, c2t, ev, ems, eact) in doc["threads"].items():
-        engine.threads[tid] = Thread(start, name(author), name(c1a), c1t, name(c2a), c2t, ev, ems, name(eact))
+    engine.members = {names[m[i]]: [m[i + 1] * HOUR_MS, m[i + 2] * HOUR_MS] for i in range(0, len(m), 3)}
+    threads = {
+        tid: Thread(start, name(author), name(c1a), c1t, name(c2a), c2t, ev, ems, name(eact))
+        for tid, (start, author, c1a, c1t, c2a, c2t, ev, ems, eact) in doc["threads"].items()
+    }
+    now = engine.clock.now
+    # "recent" is a superset of what windows need: anything answered in the last 3 days
+    recent_since = (now - config.max_lateness_ms - 3 * DAY_MS) if now is not None else 0
+    engine.threads = ThreadBook.rebuild(threads, recent_since)
     for size, key in (("1h", "hours"), ("1d", "days")):
         for plain in doc[key]:
             b = Bucket.from_plain(plain, names)
