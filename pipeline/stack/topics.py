@@ -26,6 +26,18 @@ def create_topics(
     changed), so running it again is harmless. Returns once every topic has a leader
     for each partition, so producers can write at once.
     """
+    from kafka.errors import KafkaError
+
+    try:
+        return _create(bootstrap, prefix, specs, replication_factor, timeout)
+    except KafkaError as exc:
+        # a timeout or an unreachable broker: say where, not a client traceback
+        raise StackError(f"could not create the Kafka topics on {bootstrap}: {exc!r}") from exc
+
+
+def _create(
+    bootstrap: str, prefix: str, specs: tuple[TopicSpec, ...], replication_factor: int, timeout: float
+) -> list[str]:
     from kafka.admin import KafkaAdminClient
 
     wanted = {
