@@ -1,0 +1,72 @@
+"""First-response candidates and percentiles against brute force, in any arrival order."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.core.latency import Thread, percentile
+
+actors = st.sampled_from(["a", "b", "c", "d"])
+responses_st = st.lists(st.tuples(actors, st.integers(min_value=0, max_value=20)), max_size=10)
+
+
+def brute_first(author: str, responses: list[tuple[str, int]]) -> tuple[str, int] | None:
+    eligible = sorted((t, a) for a, t in responses if a != author)
+    return (eligible[0][1], eligible[0][0]) if eligible else None
+
+
+@given(actors, responses_st, st.randoms(use_true_random=False), st.integers(0, 10))
+def test_first_response_is_the_earliest_non_author_reply_in_any_order(
+    author: str, responses: list[tuple[str, int]], rnd, start_at: int
+) -> None:
+    shuffled = list(responses)
+    rnd.shuffle(shuffled)
+    thread = Thread()
+    # the thread's start may arrive anywhere among its replies
+    position = min(start_at, len(shuffled))
+    for i, (actor, at) in enumerate(shuffled):
+        if i == position:
+            thread.set_start(author, 0)
+        thread.add_response(actor, at)
+    if position >= len(shuffled):
+        thread.set_start(author, 0)
+    assert thread.first_response() == brute_first(author, responses)
+
+
+def test_author_replies_do_not_answer_their_own_thread() -> None:
+    thread = Thread()
+    thread.set_start("alice", 0)
+    thread.add_response("alice", 5)
+    assert thread.first_response() is None
+    thread.add_response("bob", 9)
+    assert thread.first_response() == ("bob", 9)
+
+
+def test_unknown_author_has_no_first_response_yet() -> None:
+    thread = Thread()
+    thread.add_response("bob", 3)
+    assert thread.first_response() is None
+    thread.set_start("bob", 1)
+    assert thread.first_response() is None
+    thread.add_response("carol", 4)
+    assert thread.first_response() == ("carol", 4)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=2, max_size=40))
+def test_percentiles_match_statistics_inclusive_quantiles(values: list[float]) -> None:
+    deciles = statistics.quantiles(values, n=10, method="inclusive")
+    p50 = percentile(values, 0.5)
+    p90 = percentile(values, 0.9)
+    assert p50 is not None and p90 is not None
+    assert math.isclose(p50, statistics.median(values), rel_tol=1e-9, abs_tol=1e-6)
+    assert math.isclose(p90, deciles[8], rel_tol=1e-9, abs_tol=1e-6)
+    assert min(values) <= p50 <= p90 <= max(values)
+
+
+def test_percentile_edges() -> None:
+    assert percentile([], 0.5) is None
+    assert percentile([7.0], 0.9) == 7.0
