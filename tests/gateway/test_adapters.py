@@ -595,3 +595,14 @@ def test_event_time_never_depends_on_arrival(fixture: tuple[str, str], received:
     delivery = fixture_delivery(*fixture)
     later = adapt(Delivery(delivery.platform, delivery.headers, delivery.body, received))
     assert [(e.event_id, e.occurred_at) for e in later.events] == [(e.event_id, e.occurred_at) for e in base.events]
+
+
+def test_form_content_type_with_a_json_body_is_read_as_json() -> None:
+    delivery = fixture_delivery("discourse", "post_created__1")
+    form = Delivery(
+        "discourse", {**delivery.headers, "content-type": "application/x-www-form-urlencoded"}, delivery.body, RECEIVED
+    )
+    assert adapt(form) == _adapt_fixture("discourse", "post_created__1")
+    with pytest.raises(PayloadError) as info:
+        adapt(Delivery("discourse", form.headers, b"a=1&b=2", RECEIVED))
+    assert info.value.field == "payload"

@@ -63,7 +63,8 @@ def load_body(body: bytes, headers: Mapping[str, str]) -> Json:
     """The JSON object of a delivery: raw JSON, or a form field ``payload=<json>``."""
     content_type = (header(headers, "content-type") or "").split(";")[0].strip().lower()
     data: bytes | str = body
-    if content_type == "application/x-www-form-urlencoded":
+    # a JSON body labelled as a form (some senders do) is read as JSON
+    if content_type == "application/x-www-form-urlencoded" and not body.lstrip().startswith(b"{"):
         try:
             form = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
         except (UnicodeDecodeError, ValueError):
