@@ -45,6 +45,18 @@ def test_broker_config_listens_on_loopback_only(tmp_path: Path) -> None:
     assert props["log.dirs"] == str(tmp_path / "logs")
 
 
+def test_cluster_ids_are_kafka_uuids_the_storage_tool_accepts() -> None:
+    import base64
+
+    from pipeline.stack.kafka import cluster_id
+
+    ids = {cluster_id() for _ in range(2000)}  # ~31 would start with '-' if unguarded
+    assert len(ids) == 2000
+    for value in ids:
+        assert len(value) == 22 and not value.startswith("-")
+        assert len(base64.urlsafe_b64decode(value + "==")) == 16
+
+
 @given(st.integers(1, 65535), st.integers(1, 65535))
 def test_prometheus_config_targets_follow_the_settings(gateway_port: int, worker_port: int) -> None:
     rendered = yaml.safe_load(

@@ -93,8 +93,15 @@ def ensure_jars(progress: Callable[[str], None] | None = None) -> Path:
 
 
 def cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like Uuid).
+
+    Like Kafka's own Uuid.randomUuid(), never one starting with '-': the storage tool's
+    argument parser would read it as an option (1 id in 64 otherwise).
+    """
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not value.startswith("-"):
+            return value
 
 
 def server_properties(data_dir: Path, port: int, controller_port: int, *, auto_create_topics: bool = False) -> str:
