@@ -7,7 +7,7 @@ and two gateway processes running the same app: one with the real producer
 (acks=all, idempotent), one with ``NoKafka``, a producer that answers at once and
 exists only in this script. A load generator in a separate process (httpx async,
 bounded concurrency) sends signed GitHub deliveries (distinct comment ids, so each
-is a distinct event) to each gateway:
+is a distinct event) over keep-alive connections to each gateway:
 
 - closed loop: as fast as the gateway answers, ``--concurrency`` in flight;
   accepted deliveries per second;
@@ -78,7 +78,7 @@ def serve(mode: str, port: int, bootstrap: str, prefix: str, linger_ms: int) -> 
     })
     producer: Any = KafkaDeliveryProducer(settings, linger_ms=linger_ms) if mode == "kafka" else NoKafka()
     uvicorn.run(create_app(settings, producer), host="127.0.0.1", port=port, log_level="warning",
-                access_log=False, server_header=False, date_header=False)
+                access_log=False, server_header=False, date_header=False, timeout_keep_alive=60)
 
 
 def deliveries(n: int) -> list[tuple[bytes, dict[str, str]]]:
@@ -95,33 +95,70 @@ def deliveries(n: int) -> list[tuple[bytes, dict[str, str]]]:
     return out
 
 
-async def load(url: str, n: int, concurrency: int, rate: float | None) -> dict[str, Any]:
-    import httpx
+def request_bytes(body: bytes, headers: dict[str, str], port: int) -> bytes:
+    head = ["POST /webhooks/github HTTP/1.1", f"host: 127.0.0.1:{port}", f"content-length: {len(body)}"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
-    work = deliveries(n)
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """One request on a keep-alive connection; returns the status code."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def load(url: str, n: int, concurrency: int, rate: float | None) -> dict[str, Any]:
+    """A lean HTTP/1.1 load generator: pre-built requests on ``concurrency`` keep-alive connections.
+
+    Closed loop without ``rate``; with it, request i is due at start + i/rate and its latency
+    counts from that due time (so a stalled server cannot hide queueing: no coordinated omission).
+    """
+    port = int(url.rsplit(":", 1)[1])
+    work = [request_bytes(body, headers, port) for body, headers in deliveries(n + 200)]
+    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+    for i in range(min(200, n)):  # warm up code paths
+        await _exchange(*connections[i % concurrency], work[n + i])
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for connection in connections:
+        pool.put_nowait(connection)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        for body, headers in work[: min(200, n)]:  # warm up connections and code paths
-            await client.post("/webhooks/github", content=body, headers=headers)
-        gate = asyncio.Semaphore(concurrency)
-        start = time.perf_counter()
+    start = time.perf_counter()
 
-        async def one(i: int) -> None:
-            if rate:
-                delay = start + i / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            async with gate:
-                body, headers = work[i]
-                sent = time.perf_counter()
-                response = await client.post("/webhooks/github", content=body, headers=headers)
-                latencies.append(time.perf_counter() - sent)
-                statuses[response.status_code] += 1
+    async def one(i: int) -> None:
+        due = start + i / rate if rate else time.perf_counter()
+        if rate:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        connection = await pool.get()
+        try:
+            statuses[await _exchange(*connection, work[i])] += 1
+        finally:
+            pool.put_nowait(connection)
+        latencies.append(time.perf_counter() - due)
 
+    if rate:
         await asyncio.gather(*(one(i) for i in range(n)))
-        elapsed = time.perf_counter() - start
+    else:
+        counter = iter(range(n))
+
+        async def worker() -> None:
+            for i in counter:
+                await one(i)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    for _, writer in connections:
+        writer.close()
     latencies.sort()
     return {
         "requests": n,
@@ -154,7 +191,7 @@ def run_load(url: str, n: int, concurrency: int, rate: float | None) -> dict[str
     command = [sys.executable, __file__, "--role", "load", "--url", url, "--requests", str(n),
                "--concurrency", str(concurrency)]
     if rate:
-        command += ["--rate", str(rate)]
+        command += ["--load-rate", str(rate)]
     out = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     if out.returncode != 0:
         raise SystemExit(f"load generator failed:\n{out.stderr[-3000:]}")
@@ -201,7 +238,7 @@ def main(args: argparse.Namespace) -> None:
             results[f"{mode} max"] = run_load(urls[mode], args.requests, args.concurrency, None)
             print(f"{mode}: open loop at {args.rate:.0f}/s", file=sys.stderr)
             n = int(args.rate * args.seconds)
-            results[f"{mode} @{args.rate:.0f}/s"] = run_load(urls[mode], n, 256, args.rate)
+            results[f"{mode} @{args.rate:.0f}/s"] = run_load(urls[mode], n, 64, args.rate)
     finally:
         for server in servers:
             stop(server)
@@ -228,15 +265,16 @@ if __name__ == "__main__":
     parser.add_argument("--bootstrap", default="", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
     parser.add_argument("--url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--load-rate", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, default=6000, help="deliveries per closed-loop run")
     parser.add_argument("--concurrency", type=int, default=32, help="in flight in the closed loop")
     parser.add_argument("--rate", type=float, default=1000.0, help="deliveries per second in the open loop")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of the open-loop run")
-    parser.add_argument("--linger-ms", type=int, default=2, help="producer linger_ms")
+    parser.add_argument("--linger-ms", type=int, default=5, help="producer linger_ms")
     ns = parser.parse_args()
     if ns.role == "serve":
         serve(ns.mode, ns.port, ns.bootstrap, ns.prefix, ns.linger_ms)
     elif ns.role == "load":
-        print(json.dumps(asyncio.run(load(ns.url, ns.requests, ns.concurrency, ns.rate or None))))
+        print(json.dumps(asyncio.run(load(ns.url, ns.requests, ns.concurrency, ns.load_rate))))
     else:
         main(ns)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -124,6 +126,36 @@ def records_for(
     return out
 
 
+class _Inbox:
+    """Results handed from another thread to one event loop, with one wake-up per burst."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: deque[tuple[asyncio.Future[None], BaseException | None]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def put(self, future: asyncio.Future[None], error: BaseException | None) -> None:
+        with self._lock:
+            self._items.append((future, error))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:  # on the loop
+        with self._lock:
+            items, self._items = self._items, deque()
+            self._scheduled = False
+        for future, error in items:
+            if future.done():  # timed out (cancelled) or already failed
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
 class KafkaDeliveryProducer:
     """The one KafkaProducer of a gateway process, bridged into asyncio."""
 
@@ -132,7 +164,7 @@ class KafkaDeliveryProducer:
     READY_PROBE_S = 2.0
     CONNECT_RETRY_S = 1.0
 
-    def __init__(self, settings: Settings, *, linger_ms: int = 2, client_id: str = "pulse-gateway") -> None:
+    def __init__(self, settings: Settings, *, linger_ms: int = 5, client_id: str = "pulse-gateway") -> None:
         self._settings = settings
         self._linger_ms = linger_ms
         self._client_id = client_id
@@ -144,6 +176,7 @@ class KafkaDeliveryProducer:
         self._ready_at = 0.0
         self._ready = False
         self._closed = False
+        self._loop_inbox: _Inbox | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -158,6 +191,10 @@ class KafkaDeliveryProducer:
             acks="all",
             enable_idempotence=True,
             linger_ms=self._linger_ms,
+            # raw bodies are KBs: with the 16 KB default each one fills a batch alone, and the
+            # per-request cost of kafka-python (pure Python) then dominates; 512 KB stays under
+            # the broker's default message.max.bytes (1 MB) and measured 3-4x fewer CPU per delivery
+            batch_size=512 * 1024,
             # a raw record holds a whole body (up to max_body_bytes) plus headers
             max_request_size=max(1024 * 1024, self._settings.max_body_bytes + 64 * 1024),
             max_block_ms=timeout_ms,
@@ -244,33 +281,35 @@ class KafkaDeliveryProducer:
             raise ProduceUnavailable(f"kafka error: {type(exc).__name__}") from None
         self._mark(True)
 
-    @staticmethod
     def _send_all(
-        producer: Any, records: list[Record], loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]
+        self, producer: Any, records: list[Record], loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]
     ) -> None:
-        pending = len(records)
-
-        # these two run on the event loop (scheduled from kafka-python's sender thread)
-        def acked() -> None:
-            nonlocal pending
-            pending -= 1
-            if pending == 0 and not done.done():
-                done.set_result(None)
-
-        def failed(exc: BaseException) -> None:
-            if not done.done():
-                done.set_exception(ProduceUnavailable(f"kafka error: {type(exc).__name__}"))
+        # Acknowledgements arrive on kafka-python's sender thread. Count them down there and
+        # hand the loop one result per delivery, through a coalescing inbox: under load one
+        # wake-up of the loop resolves many deliveries.
+        inbox = self._inbox(loop)
+        pending = [len(records)]
+        lock = threading.Lock()
 
         def on_success(_metadata: object) -> None:
-            loop.call_soon_threadsafe(acked)
+            with lock:
+                pending[0] -= 1
+                last = pending[0] == 0
+            if last:
+                inbox.put(done, None)
 
         def on_error(exc: BaseException) -> None:
-            loop.call_soon_threadsafe(failed, exc)
+            inbox.put(done, ProduceUnavailable(f"kafka error: {type(exc).__name__}"))
 
         for topic, key, value, headers in records:
             future = producer.send(topic, value=value, key=key, headers=headers)
             future.add_callback(on_success)
             future.add_errback(on_error)
+
+    def _inbox(self, loop: asyncio.AbstractEventLoop) -> _Inbox:
+        if self._loop_inbox is None or self._loop_inbox.loop is not loop:
+            self._loop_inbox = _Inbox(loop)
+        return self._loop_inbox
 
     # ------------------------------------------------------------ readiness
 
