@@ -245,6 +245,7 @@ class Sink:
         """
         batch = self._batch
         if batch.count == 0:
+            self._retry_at = None  # nothing held (any more): never stay paused
             return 0
         started = time.monotonic()
         try:
