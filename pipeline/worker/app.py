@@ -12,6 +12,7 @@ their windows and turn dead in order with the events of their partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -149,9 +150,13 @@ class PulseWorker:
 
         def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
             revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
-            parts = {tp.partition for tp in revoked if tp.topic == self.settings.topic(topics.EVENTS)}
+            events = self.settings.topic(topics.EVENTS)
+            parts = {tp.partition for tp in revoked if tp.topic == events}
             self.processor.forget_partitions(parts)
             self._scanned -= parts
+            for part in parts:  # a worker exports only what it owns
+                with contextlib.suppress(KeyError):
+                    self.metrics.consumer_lag.remove(events, str(part))
 
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode types the sender positional-only
 

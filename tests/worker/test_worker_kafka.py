@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -180,6 +181,25 @@ def test_two_workers_in_one_group_match_one_worker(
     produce_events(kafka_bootstrap, topic_prefix, history)
     got = _wait_for_final_rows(kafka_bootstrap, topic_prefix + topics.WINDOWS, expected, timeout=240)
     _assert_same(got, expected)
+    # both really worked: the partitions are split between them, none owned twice
+    owned = [_owned_partitions(w) for w in (first, second)]
+    assert owned[0] and owned[1], owned
+    assert not owned[0] & owned[1]
+    assert owned[0] | owned[1] == set(range(topics.EVENT_PARTITIONS))
+
+
+def _owned_partitions(worker: WorkerProcess) -> set[int]:
+    """Partitions of engagement.events a worker reports lag for (it exports only its own)."""
+    pattern = re.compile(
+        r'^pulse_worker_consumer_lag_messages\{partition="(\d+)",topic="[^"]*engagement\.events"\}', re.M
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = {int(p) for p in pattern.findall(httpx.get(worker.url("/metrics"), timeout=5).text)}
+        if found:
+            return found
+        time.sleep(1)
+    return set()
 
 
 def test_poison_message_goes_to_dead_letter_and_the_stream_goes_on(
