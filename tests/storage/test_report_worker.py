@@ -1,0 +1,102 @@
+"""`pulse report` against a real running worker that holds the embedded store (and runs the sink)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+from storage_samples import event
+
+from pipeline import config, topics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_report_reads_through_the_worker_that_holds_the_store(
+    pulse_settings: config.Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update(
+        {
+            "PULSE_KAFKA_BOOTSTRAP": pulse_settings.kafka_bootstrap,
+            "PULSE_TOPIC_PREFIX": pulse_settings.topic_prefix,
+            "PULSE_STATE_DIR": str(tmp_path / "state"),
+            "PULSE_CLICKHOUSE_URL": f"chdb://{tmp_path / 'worker-ch'}",
+            "PULSE_WORKER_HOST": "127.0.0.1",
+            "PULSE_WORKER_PORT": str(port),
+        }
+    )
+    producer = KafkaProducer(bootstrap_servers=pulse_settings.kafka_bootstrap, acks="all")
+    for n in range(30):
+        e = event("forum-a", n)
+        producer.send(pulse_settings.topic(topics.EVENTS), key=e.community_id.encode(), value=e.to_json_bytes())
+    producer.flush(30)
+    producer.close(5)
+
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/api/communities"
+        deadline = time.monotonic() + 150
+        listed: object = []
+        while not listed:
+            assert worker.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+            with contextlib.suppress(OSError):
+                listed = get_json(url)
+            time.sleep(1)
+        assert isinstance(listed, list) and [r["community_id"] for r in listed] == ["forum-a"]
+
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "report", "--json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        reported = json.loads(done.stdout)
+        assert [(r["community_id"], r["state"], r["posts_7d"]) for r in reported] == [
+            (r["community_id"], r["state"], r["posts_7d"]) for r in listed
+        ]
+
+        # the worker holds the store: without its API the report says who holds it
+        elsewhere = {**env, "PULSE_WORKER_PORT": str(free_port())}
+        refused = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "report"],
+            cwd=ROOT, env=elsewhere, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert refused.returncode == 1
+        assert f"open in process {worker.pid}" in refused.stderr
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
