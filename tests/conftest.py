@@ -28,7 +28,7 @@ import pytest
 
 from pipeline import config
 from pipeline.stack.kafka import DEFAULT_JVM_OPTIONS, KafkaBroker
-from pipeline.stack.process import free_port
+from pipeline.stack.process import StackError, free_port
 from pipeline.stack.topics import create_topics, delete_topics
 
 # test secrets: tests sign deliveries with these (never real ones)
@@ -57,18 +57,31 @@ atexit.register(_stop_all)
 
 
 def _new_broker(data_dir: Path) -> KafkaBroker:
-    broker = KafkaBroker(
-        data_dir,
-        free_port(),
-        free_port(),
-        jvm_options=TEST_JVM_OPTIONS,
-        die_with_parent=True,
-        stop_timeout=15.0,
-    )
-    _started.append(broker)
-    broker.start()
-    broker.wait_ready(READY_TIMEOUT_S)
-    return broker
+    # a free port can be taken by another process before the broker binds it (other
+    # engineers' tests run alongside): then try again with fresh ports
+    for attempt in range(3):
+        broker = KafkaBroker(
+            data_dir,
+            free_port(),
+            free_port(),
+            jvm_options=TEST_JVM_OPTIONS,
+            die_with_parent=True,
+            stop_timeout=15.0,
+        )
+        _started.append(broker)
+        try:
+            broker.start()
+            broker.wait_ready(READY_TIMEOUT_S)
+            return broker
+        except StackError as exc:
+            _forget(broker)
+            if attempt == 2 or not _port_taken(str(exc)):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _port_taken(message: str) -> bool:
+    return "already in use" in message or "BindException" in message
 
 
 def _forget(broker: KafkaBroker) -> None:
