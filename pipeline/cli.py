@@ -81,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pulse: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # the Kafka clients narrate every connection at INFO; keep their warnings and errors
-    for chatty in ("kafka", "aiokafka"):
+    # the Kafka and HTTP clients narrate every connection at INFO; keep their warnings and errors
+    for chatty in ("kafka", "aiokafka", "httpx"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     try:
         return int(modules[args.command].run(args, settings) or 0)

@@ -85,6 +85,7 @@ class PulseWorker:
             partitions=topics.EVENT_PARTITIONS,
         )
         self._scanned: set[int] = set()
+        self._processed_next: dict[int, int] = {}  # events partition -> offset after the last one handled
         self._topic = {
             name: self.app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=None)
             for name in (
@@ -140,7 +141,7 @@ class PulseWorker:
         @app.timer(interval=TICK_INTERVAL_S)
         async def tick() -> None:
             wall_ms = _now_ms()
-            for partition in sorted(self.owned_partitions()):
+            for partition in sorted(await self._caught_up_partitions()):
                 await self._topic[topics.TICKS].send(key=None, value=encode_tick(wall_ms), partition=partition)
 
         @app.timer(interval=METRICS_INTERVAL_S)
@@ -154,7 +155,8 @@ class PulseWorker:
             parts = {tp.partition for tp in revoked if tp.topic == events}
             self.processor.forget_partitions(parts)
             self._scanned -= parts
-            for part in parts:  # a worker exports only what it owns
+            for part in parts:
+                self._processed_next.pop(part, None)  # a worker exports only what it owns
                 with contextlib.suppress(KeyError):
                     self.metrics.consumer_lag.remove(events, str(part))
 
@@ -172,6 +174,34 @@ class PulseWorker:
             return web.json({"status": "ok"})
 
         self._agent = engagement
+
+    async def _caught_up_partitions(self) -> set[int]:
+        """Owned partitions whose events are all processed: only those may tick.
+
+        Idle communities advance with the wall clock, so a tick must never overtake
+        events still waiting in Kafka (a backlog after a restart, a busy neighbour);
+        otherwise those events would look late. Progress is the offset after the
+        last event processed here, or the group's committed offset, whichever is
+        further (committed never runs ahead of processing).
+        """
+        events = self.settings.topic(topics.EVENTS)
+        consumer = self.app.consumer
+        owned = [tp for tp in self.app.assignor.assigned_actives() if tp.topic == events]
+        if not owned:
+            return set()
+        try:
+            highwaters = await asyncio.wait_for(consumer.highwaters(*owned), timeout=TICK_INTERVAL_S)
+        except Exception as exc:  # no answer, no tick: idle advancing waits for Kafka
+            log.warning("no tick: Kafka did not answer the highwater query: %s", type(exc).__name__)
+            return set()
+        caught_up = set()
+        committed = getattr(consumer, "_committed_offset", {})
+        for tp in owned:
+            processed = self._processed_next.get(tp.partition)
+            done = max(x for x in (processed, committed.get(tp), -1) if x is not None)
+            if tp in highwaters and done >= highwaters[tp]:
+                caught_up.add(tp.partition)
+        return caught_up
 
     async def _export_lag(self) -> None:
         """Consumer lag per owned partition, and whether Kafka answers at all."""
@@ -203,6 +233,7 @@ class PulseWorker:
                 self._adopt_partition(message.partition)
                 result = self.processor.handle_tick(message.partition, decode_tick(event.value))
             else:
+                self._processed_next[message.partition] = message.offset + 1
                 result = self.processor.handle_event(event.value, _now_ms())
         except Unprocessable as exc:
             await self._dead_letter(message, exc)
