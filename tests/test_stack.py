@@ -261,6 +261,12 @@ def test_up_status_down_leaves_nothing_behind(stack_env: dict[str, str]) -> None
     finally:
         admin.close()
 
+    # a second `up` pointed at another port refuses instead of starting a second broker
+    moved = _pulse({**stack_env, "PULSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}, "up", "--no-prometheus")
+    assert moved.returncode == 1
+    assert "run `pulse stack down` first" in moved.stderr
+    assert _records(stack_env) == records
+
     # `topics` alone works against any reachable broker, here the one `up` started
     topics = _pulse({**stack_env, "PULSE_TOPIC_PREFIX": "other."}, "topics")
     assert topics.returncode == 0, topics.stdout + topics.stderr

@@ -170,13 +170,18 @@ def _write(stack_dir: Path, record: Record) -> None:
 
 def _up(settings: Settings, stack_dir: Path, args: argparse.Namespace) -> int:
     from pipeline.stack.kafka import KafkaBroker, ensure_jars
-    from pipeline.stack.process import free_port
+    from pipeline.stack.process import StackError, free_port
     from pipeline.stack.topics import create_topics
     from pipeline.topics import TOPICS
 
     port = local_kafka_port(settings.kafka_bootstrap)
     bootstrap = f"127.0.0.1:{port}"
     kafka = _running_record(stack_dir, "kafka")
+    if kafka is not None and kafka.port != port:
+        raise StackError(
+            f"Kafka from an earlier `up` runs on 127.0.0.1:{kafka.port} (pid {kafka.pid}), but "
+            f"PULSE_KAFKA_BOOTSTRAP says port {port}; run `pulse stack down` first"
+        )
     if kafka is not None:
         _say(f"Kafka already running on {bootstrap} (pid {kafka.pid})")
     else:
