@@ -228,6 +228,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("max_body_bytes", str(1024 * 1024), _int_between(1024, 64 * 1024 * 1024), "Largest accepted request body"),
     Variable("produce_timeout_s", "5", _positive_float, "Deadline for Kafka to acknowledge a delivery before 503"),
     Variable("communities_file", "", _optional_path, "JSON file: community renames/groups, type and thresholds"),
+    Variable(
+        "events_ttl_days", "90", _int_between(1, 3650), "Days canonical events are kept in ClickHouse (by event time)"
+    ),
     Variable("metrics_max_communities", "2000", _int_between(0, 1_000_000), "Cap on per-community metric series"),
     Variable("log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -252,6 +255,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     produce_timeout_s: float = 5.0
     communities_file: Path | None = None
+    events_ttl_days: int = 90
     metrics_max_communities: int = 2000
     log_level: str = "INFO"
 

@@ -307,7 +307,7 @@ def run_worker(settings: Settings, *, with_sink: bool = True) -> int:
     (settings.state_dir / "worker").mkdir(parents=True, exist_ok=True)
     worker = PulseWorker(settings)
     client = connect(settings)
-    migrate(client)
+    migrate(client, events_ttl_days=settings.events_ttl_days)
     add_read_api(worker, client)
     stop = threading.Event()
     sink_thread: threading.Thread | None = None
