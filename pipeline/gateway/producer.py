@@ -256,6 +256,10 @@ class KafkaDeliveryProducer:
         producer = self._producer
         if producer is None:
             raise ProduceUnavailable("kafka not connected")
+        # After a failure, ask Kafka (cached probe) before buffering more: while it is down,
+        # retry storms must not pile up bodies in kafka-python's unbounded accumulator.
+        if not self._ready and not await self.ready():
+            raise ProduceUnavailable("kafka is not answering")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.produce_timeout_s
         records = records_for(self._settings, raw, events)
