@@ -187,15 +187,26 @@ def wait_http(url: str, path: str, timeout: float = 60) -> None:
     raise SystemExit(f"{url}{path} did not answer 200 within {timeout:.0f} s")
 
 
-def run_load(url: str, n: int, concurrency: int, rate: float | None) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(url: str, n: int, concurrency: int, rate: float | None, server_pid: int) -> dict[str, Any]:
     command = [sys.executable, __file__, "--role", "load", "--url", url, "--requests", str(n),
                "--concurrency", str(concurrency)]
     if rate:
         command += ["--load-rate", str(rate)]
+    cpu_before = cpu_seconds(server_pid)
     out = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     if out.returncode != 0:
         raise SystemExit(f"load generator failed:\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout))
+    result = dict(json.loads(out.stdout))
+    # includes the warm-up requests; the broker's own CPU is not in it
+    result["server_cpu_ms"] = (cpu_seconds(server_pid) - cpu_before) * 1000 / (n + min(200, n))
+    result["load_avg"] = os.getloadavg()[0]
+    return result
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -222,7 +233,7 @@ def main(args: argparse.Namespace) -> None:
         broker.wait_ready(120)
         prefix = "bench."
         create_topics(broker.bootstrap, prefix)
-        urls = {}
+        urls, pids = {}, {}
         for mode in ("kafka", "bare"):
             port = free_port()
             servers.append(subprocess.Popen(
@@ -230,15 +241,16 @@ def main(args: argparse.Namespace) -> None:
                  "--bootstrap", broker.bootstrap, "--prefix", prefix, "--linger-ms", str(args.linger_ms)],
             ))
             urls[mode] = f"http://127.0.0.1:{port}"
+            pids[mode] = servers[-1].pid
             wait_http(urls[mode], "/readyz")
         results: dict[str, dict[str, Any]] = {}
         for mode in ("bare", "kafka"):
             print(f"{mode}: closed loop, {args.requests} deliveries, {args.concurrency} in flight",
                   file=sys.stderr)
-            results[f"{mode} max"] = run_load(urls[mode], args.requests, args.concurrency, None)
+            results[f"{mode} max"] = run_load(urls[mode], args.requests, args.concurrency, None, pids[mode])
             print(f"{mode}: open loop at {args.rate:.0f}/s", file=sys.stderr)
             n = int(args.rate * args.seconds)
-            results[f"{mode} @{args.rate:.0f}/s"] = run_load(urls[mode], n, 64, args.rate)
+            results[f"{mode} @{args.rate:.0f}/s"] = run_load(urls[mode], n, 64, args.rate, pids[mode])
     finally:
         for server in servers:
             stop(server)
@@ -247,10 +259,11 @@ def main(args: argparse.Namespace) -> None:
 
     print(f"\ngateway throughput (linger_ms={args.linger_ms}, {os.cpu_count()} cores, "
           "server, broker and load generator on the same machine)")
-    print(f"{'run':<22}{'requests':>9}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}  statuses")
+    print(f"{'run':<16}{'requests':>9}{'accepted/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'server CPU ms/req':>19}{'load avg':>10}  statuses")
     for name, r in results.items():
-        print(f"{name:<22}{r['requests']:>9}{r['accepted_per_s']:>12.0f}{r['p50_ms']:>9.1f}"
-              f"{r['p99_ms']:>9.1f}  {r['statuses']}")
+        print(f"{name:<16}{r['requests']:>9}{r['accepted_per_s']:>11.0f}{r['p50_ms']:>9.1f}"
+              f"{r['p99_ms']:>9.1f}{r['server_cpu_ms']:>19.2f}{r['load_avg']:>10.1f}  {r['statuses']}")
     bare, kafka = results["bare max"], results["kafka max"]
     print(f"\nwith Kafka acks: {kafka['accepted_per_s'] / bare['accepted_per_s']:.0%} of the bare rate "
           f"(target >= 50%); p99 at {args.rate:.0f}/s with Kafka: "

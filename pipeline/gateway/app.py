@@ -256,8 +256,9 @@ def create_app(
                     ignored(platform, ignore_label(reason))
                     return json_response(202, {"status": "ignored", "reason": reason})
                 events = [mapper(e) for e in adapted.events]
-                key = adapted.delivery_id.encode("utf-8") if adapted.delivery_id else None
-                raw = RawDelivery(key, body, raw_headers(headers, platform, received_at))
+                # keyless: the sticky partitioner then fills one batch at a time, which costs
+                # kafka-python far less CPU than spreading small batches over every partition
+                raw = RawDelivery(None, body, raw_headers(headers, platform, received_at))
                 await store(raw, events, platform)
                 return json_response(
                     202, {"status": "accepted", "events": len(events), "delivery_id": adapted.delivery_id}
