@@ -208,8 +208,8 @@ def create_app(
             gm.kafka_up.set(0)
             raise Refusal(503, "kafka unavailable", exc.reason, metric_reason=exc.metric_reason,
                           headers={"Retry-After": retry_after}) from None
-        finally:
-            gm.produce_latency.observe(time.perf_counter() - started)
+        # acknowledged deliveries only: failures are counted in deliveries_failed
+        gm.produce_latency.observe(time.perf_counter() - started)
         gm.kafka_up.set(1)
         gm.deliveries_accepted.labels(platform=platform).inc()
         for event in events:

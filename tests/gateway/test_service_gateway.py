@@ -351,11 +351,22 @@ def test_kafka_down_means_503_and_nothing_2xx_then_recovers(
         broker.start()
         broker.wait_ready(90)
         deadline = time.monotonic() + 60
+        unavailable = len(refused)
         while (r := send(client, settings, during)).status_code != 202:
             assert r.status_code == 503, r.text  # only the documented answer while reconnecting
+            unavailable += 1
             assert time.monotonic() < deadline, "gateway did not recover after Kafka restarted"
             time.sleep(0.5)
         wait_ready(client)
+        metrics_text = client.get("/metrics").text
+
+    failed = sum(
+        metric_value(metrics_text, f'pulse_gateway_deliveries_failed_total{{platform="github",reason="{reason}"}}')
+        for reason in ("kafka_timeout", "kafka_unavailable")
+    )
+    assert failed == unavailable
+    assert metric_value(metrics_text, 'pulse_gateway_deliveries_accepted_total{platform="github"}') == 2
+    assert metric_value(metrics_text, "pulse_gateway_produce_latency_seconds_count") == 2
 
     raw = consume(broker.bootstrap, settings.topic(topics.RAW), 2)
     bodies = {r.value for r in raw}
