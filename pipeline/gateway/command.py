@@ -28,12 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
     import uvicorn
 
     from pipeline.gateway.app import create_app
     from pipeline.gateway.producer import KafkaDeliveryProducer
 
-    app = create_app(settings, KafkaDeliveryProducer(settings))
+    try:
+        app = create_app(settings, KafkaDeliveryProducer(settings))
+    except ValueError as exc:  # e.g. an invalid PULSE_COMMUNITIES_FILE (DirectoryError)
+        print(f"pulse gateway: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
         app,
         host=args.host or settings.gateway_host,
