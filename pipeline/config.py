@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from pipeline.topics import MAX_BODY_BYTES
+
 
 class ConfigError(ValueError):
     """A ``PULSE_*`` variable has a value we cannot use."""
@@ -225,7 +227,7 @@ VARIABLES: tuple[Variable, ...] = (
         "Bearer tokens of the generic API: TOKEN or SENDER=TOKEN, comma-separated",
         secret=True,
     ),
-    Variable("max_body_bytes", str(1024 * 1024), _int_between(1024, 64 * 1024 * 1024), "Largest accepted request body"),
+    Variable("max_body_bytes", str(1024 * 1024), _int_between(1024, MAX_BODY_BYTES), "Largest accepted request body"),
     Variable("produce_timeout_s", "5", _positive_float, "Deadline for Kafka to acknowledge a delivery before 503"),
     Variable("communities_file", "", _optional_path, "JSON file: community renames/groups, type and thresholds"),
     Variable(

@@ -22,6 +22,8 @@ class TopicSpec:
 # engagement.events is keyed by community_id; the worker's state is partitioned the
 # same way, so its partition count caps how many workers share the load.
 EVENT_PARTITIONS = 4
+MAX_BODY_BYTES = 8 * 1024 * 1024  # largest PULSE_MAX_BODY_BYTES the raw topic can hold
+RAW_MAX_BYTES = MAX_BODY_BYTES + 256 * 1024
 
 RAW = "webhooks.raw"
 EVENTS = "engagement.events"
@@ -35,7 +37,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         RAW,
         EVENT_PARTITIONS,
-        {"retention.ms": str(14 * DAY_MS), "compression.type": "producer"},
+        # a record holds a whole body (PULSE_MAX_BODY_BYTES, at most 8 MiB) plus headers: above
+        # the broker's 1 MB default, so the topic allows more
+        {"retention.ms": str(14 * DAY_MS), "compression.type": "producer", "max.message.bytes": str(RAW_MAX_BYTES)},
         "every accepted delivery, signature headers removed, for replay",
     ),
     TopicSpec(
