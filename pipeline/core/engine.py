@@ -67,6 +67,15 @@ _DAYS_KEPT = 35  # dying baseline: the 4 weeks before the last 7 days
 _DETAIL_DAYS = 28  # posters per day are kept for the 28 d views only
 
 
+def cfg_orphan_ms(config: WindowsConfig) -> int:
+    """How far before a thread's start its replies still count (see Thread.set_start).
+
+    Orphan replies are kept a day longer than this, so a reply this close to the start
+    is always still known when the start arrives, whatever the arrival order.
+    """
+    return config.max_lateness_ms + DAY_MS
+
+
 @dataclass
 class _DayCache:
     key: tuple[int, int]
@@ -209,18 +218,18 @@ class CommunityEngine:
         if event.kind == Kind.THREAD_STARTED:
             tid = event.thread_id or event.event_id
             thread = self.threads.get(tid)
-            old_start = thread.start_ms
-            thread.set_start(actor, occurred)
+            old_start, old_fr = thread.start_ms, thread.first_response()
+            thread.set_start(actor, occurred, occurred - cfg_orphan_ms(self.config))
         else:
             reply_tid = event.thread_id or event.parent_id
             if reply_tid is None:
                 return
             tid = reply_tid
             thread = self.threads.get(tid)
-            old_start = thread.start_ms
+            old_start, old_fr = thread.start_ms, thread.first_response()
             thread.add_response(actor, occurred)
         self.threads.reindex(tid, thread, old_start)
-        self._thread_changed(tid, thread, occurred, em)
+        self._thread_changed(tid, thread, occurred, old_fr, em)
 
     def _note_member(self, actor: str, occurred: int) -> None:
         # hour resolution is exact for "first post in this window" (windows are whole hours)
@@ -238,21 +247,45 @@ class CommunityEngine:
         if occurred > last:
             seen[1] = occurred
 
-    def _thread_changed(self, tid: str, thread: Thread, occurred: int, em: Emissions) -> None:
-        # "unanswered at window end" of every window ending after this event may change
+    def _thread_changed(
+        self,
+        tid: str,
+        thread: Thread,
+        occurred: int,
+        old_fr: tuple[str, int] | None,
+        em: Emissions,
+    ) -> None:
+        fr = thread.first_response()
+        # windows ending after the change see a different "unanswered at end"; when the first
+        # response changed, the windows holding the old and the new one see a different
+        # latency (a reply can be older than its thread's start: these can lie before
+        # ``occurred``)
+        since = occurred
+        if fr != old_fr:
+            for changed in (fr, old_fr):
+                if changed is not None:
+                    since = min(since, changed[1])
+        # ...but no event reaches further back than max_lateness (measured from the event,
+        # not the clock, so the outcome does not depend on arrival order)
+        since = max(since, occurred - self.config.max_lateness_ms)
         for size, by_start in self.buckets.items():
             step = SIZE_MS[size]
             for start in by_start:
-                if start + step > occurred:
+                if start + step > since:
                     self._mark(size, start)
-        fr = thread.first_response()
         if fr is None or thread.start_ms is None or thread.author is None:
             return
         responder, at = fr
-        if (responder, at) == (thread.emitted_actor, thread.emitted_ms):
+        # a second report of the thread's start may move it earlier: that changes the row too
+        if (responder, at, thread.start_ms) == (
+            thread.emitted_actor,
+            thread.emitted_ms,
+            thread.emitted_start,
+        ):
             return
         thread.emitted_version += 1
         thread.emitted_actor, thread.emitted_ms = responder, at
+        thread.emitted_start = thread.start_ms
         em.first_responses.append(
             FirstResponse(
                 community_id=self.community_id,
@@ -321,14 +354,13 @@ class CommunityEngine:
         oldest: int | None = None
         unanswered = 0
         horizon = end - self.config.thread_horizon_ms
-        for a in answered:
-            r = a.response_ms
+        for a_start, r in answered:
             if r is not None and start <= r < end:
-                latencies.append(max(0, r - a.start_ms) / 1000)
-            if horizon <= a.start_ms < end and (r is None or r >= end):
+                latencies.append(max(0, r - a_start) / 1000)
+            if horizon <= a_start < end and (r is None or r >= end):
                 unanswered += 1
-                if oldest is None or a.start_ms < oldest:
-                    oldest = a.start_ms
+                if oldest is None or a_start < oldest:
+                    oldest = a_start
         return WindowResult(
             community_id=self.community_id,
             platform=self.platform,
@@ -380,7 +412,9 @@ class CommunityEngine:
         # a bucket can still change while an event inside it is within max_lateness
         touchable = now - lateness
         hours = self.buckets["1h"]
-        keep_hours_from = min(touchable, hour - 23 * HOUR_MS)  # the 24 h view
+        # an event can reach back max_lateness from its own time, and arrive up to a grace
+        # after the clock passed it: keep an hour more than max_lateness (and the 24 h view)
+        keep_hours_from = min(touchable - HOUR_MS, hour - 23 * HOUR_MS)
         for start in [s for s, b in hours.items() if s + HOUR_MS <= keep_hours_from and not b.dirty]:
             del hours[start]
         days = self.buckets["1d"]
@@ -400,7 +434,7 @@ class CommunityEngine:
             answered_before_ms=touchable - 2 * DAY_MS,
             started_before_ms=now - 8 * DAY_MS,  # the 7 d health views
             open_before_ms=touchable - cfg.thread_horizon_ms - DAY_MS,
-            orphan_before_ms=touchable - DAY_MS,
+            orphan_before_ms=now - cfg_orphan_ms(self.config) - DAY_MS,
         )
         # members are referenced by the daily buckets of the last 28 d: never forget sooner
         member_floor = now - max(cfg.member_memory_ms, (_DETAIL_DAYS + 2) * DAY_MS)
@@ -470,24 +504,24 @@ class CommunityEngine:
         lat_7d: list[float] = []
         eligible = within = 0
         recent = self.threads.started_since(now - 7 * DAY_MS + 1)
-        for a in recent:
-            lat = a.latency_ms
+        for a_start, r in recent:
+            lat = None if r is None else max(0, r - a_start)
             if lat is not None:
                 lat_7d.append(lat / 1000)
             if lat is not None and lat <= sla_ms:
                 eligible += 1
                 within += 1
-            elif now - a.start_ms >= sla_ms:
+            elif now - a_start >= sla_ms:
                 eligible += 1
         backlog = 0
         oldest: int | None = None
         horizon = now - self.config.thread_horizon_ms
-        for a in self.threads.answered_view(self.threads.open):
-            if a.response_ms is None and a.start_ms >= horizon:
-                if now - a.start_ms >= sla_ms:
+        for a_start, _ in self.threads.open_view():
+            if a_start >= horizon:
+                if now - a_start >= sla_ms:
                     backlog += 1
-                if oldest is None or a.start_ms < oldest:
-                    oldest = a.start_ms
+                if oldest is None or a_start < oldest:
+                    oldest = a_start
         silence = (now - self.last_post_ms) / 1000 if self.last_post_ms is not None else None
         inputs = HealthInputs(
             silence_s=silence,

@@ -12,7 +12,7 @@ order (ties on time are broken by actor id). A response older than its thread
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -28,6 +28,7 @@ class Thread:
     emitted_version: int = 0
     emitted_ms: int | None = None
     emitted_actor: str | None = None
+    emitted_start: int | None = None
 
     def first_response(self) -> tuple[str, int] | None:
         if self.author is None or self.c1_actor is None:
@@ -48,8 +49,13 @@ class Thread:
         elif actor != self.c1_actor and (self.c2_actor is None or (at_ms, actor) < (self.c2_ms, self.c2_actor)):
             self.c2_actor, self.c2_ms = actor, at_ms
 
-    def set_start(self, author: str, start_ms: int) -> None:
-        # the same thread reported twice keeps the earliest start (order independent)
+    def set_start(self, author: str, start_ms: int, forget_before_ms: int | None = None) -> None:
+        """Record the start; the same thread reported twice keeps the earliest (order independent).
+
+        Replies that precede the start by more than the engine keeps orphan replies
+        (``forget_before_ms``) are dropped here, so that whether they were still
+        remembered when the start arrived cannot change the result.
+        """
         if (
             self.start_ms is None
             or self.author is None
@@ -60,6 +66,9 @@ class Thread:
             )
         ):
             self.start_ms, self.author = start_ms, author
+        if forget_before_ms is not None and self.c1_actor is not None and self.c1_ms < forget_before_ms:
+            self.c1_actor = self.c2_actor = None
+            self.c1_ms = self.c2_ms = 0
 
     def last_ms(self) -> int:
         times = [t for t in (self.start_ms, self.c1_ms if self.c1_actor else None) if t is not None]
@@ -78,6 +87,7 @@ class Thread:
             self.emitted_version,
             self.emitted_ms,
             self.emitted_actor,
+            self.emitted_start,
         ]
 
     @classmethod
@@ -85,26 +95,8 @@ class Thread:
         return cls(*data)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True, slots=True)
-class Answered:
-    """A thread with a known start, and its first response if any (times in ms)."""
-
-    start_ms: int
-    response_ms: int | None
-
-    @property
-    def latency_ms(self) -> int | None:
-        if self.response_ms is None:
-            return None
-        return max(0, self.response_ms - self.start_ms)
-
-
-def known_threads(threads: Iterable[Thread]) -> Iterator[Answered]:
-    for t in threads:
-        if t.start_ms is None:
-            continue
-        fr = t.first_response()
-        yield Answered(t.start_ms, fr[1] if fr else None)
+# (start_ms, first response ms or None) of a thread whose start is known
+Answered = tuple[int, int | None]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -173,24 +165,30 @@ class ThreadBook:
             self.recent.add(tid)
 
     def answered_view(self, tids: Iterable[str]) -> list[Answered]:
-        out = []
+        out: list[Answered] = []
+        threads = self.threads
         for tid in tids:
-            t = self.threads.get(tid)
+            t = threads.get(tid)
             if t is not None and t.start_ms is not None:
                 fr = t.first_response()
-                out.append(Answered(t.start_ms, fr[1] if fr else None))
+                out.append((t.start_ms, fr[1] if fr else None))
         return out
 
     def window_view(self) -> list[Answered]:
         """Threads a window row can need: the open ones and the recently answered ones."""
-        return self.answered_view(self.open | self.recent)
+        return self.open_view() + self.answered_view(self.recent)
+
+    def open_view(self) -> list[Answered]:
+        # open threads have a start and no first response by definition
+        threads = self.threads
+        return [(threads[tid].start_ms or 0, None) for tid in self.open]
 
     def started_since(self, since_ms: int) -> list[Answered]:
         tids: list[str] = []
         for day, ids in self.by_day.items():
             if day + _DAY_MS > since_ms:
                 tids.extend(ids)
-        return [a for a in self.answered_view(tids) if a.start_ms >= since_ms]
+        return [a for a in self.answered_view(tids) if a[0] >= since_ms]
 
     def prune(
         self,

@@ -63,6 +63,7 @@ def encode(engine: CommunityEngine) -> bytes:
             t.emitted_version,
             t.emitted_ms,
             ix(t.emitted_actor),
+            t.emitted_start,
         ]
     for by_start in engine.buckets.values():
         for b in by_start.values():
@@ -110,8 +111,8 @@ def decode(data: bytes, policy: CommunityPolicy) -> CommunityEngine:
     m = doc["members"]
     engine.members = {names[m[i]]: [m[i + 1] * HOUR_MS, m[i + 2] * HOUR_MS] for i in range(0, len(m), 3)}
     threads = {
-        tid: Thread(start, name(author), name(c1a), c1t, name(c2a), c2t, ev, ems, name(eact))
-        for tid, (start, author, c1a, c1t, c2a, c2t, ev, ems, eact) in doc["threads"].items()
+        tid: Thread(start, name(author), name(c1a), c1t, name(c2a), c2t, ev, ems, name(eact), est)
+        for tid, (start, author, c1a, c1t, c2a, c2t, ev, ems, eact, est) in doc["threads"].items()
     }
     now = engine.clock.now
     # "recent" is a superset of what windows need: anything answered in the last 3 days

@@ -38,17 +38,25 @@ FAR = T0 + 60 * DAY
 
 
 def build(specs: list[tuple[str, str, int, int, int]]) -> list[CanonicalEvent]:
-    return [
-        ev(
-            kind,
-            actor,
-            T0 + minute * MIN + ms,
-            thread=f"t{thread}",
-            actor_type="bot" if actor.startswith("bot") else "human",
-            event_id=f"e{i}",
+    """Events from specs; a thread starts once (a second start makes a thread of its own)."""
+    started: set[str] = set()
+    events = []
+    for i, (kind, actor, minute, thread, ms) in enumerate(specs):
+        tid = f"t{thread}"
+        if kind == "thread_started":
+            tid = tid if tid not in started else f"{tid}-{i}"
+            started.add(tid)
+        events.append(
+            ev(
+                kind,
+                actor,
+                T0 + minute * MIN + ms,
+                thread=tid,
+                actor_type="bot" if actor.startswith("bot") else "human",
+                event_id=f"e{i}",
+            )
         )
-        for i, (kind, actor, minute, thread, ms) in enumerate(specs)
-    ]
+    return events
 
 
 def in_time_order(events: list[CanonicalEvent]) -> list[tuple[CanonicalEvent, int]]:
@@ -69,7 +77,7 @@ def finals(rec) -> dict[str, dict]:
     return {k: content(w) for k, w in latest.items()}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs_st, st.integers(min_value=0, max_value=2**32))
 def test_final_results_do_not_depend_on_arrival_order_within_grace(specs, seed) -> None:
     events = build(specs)
