@@ -8,6 +8,7 @@ thread books when it is emitted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.events import Kind
 
@@ -75,22 +76,15 @@ class Bucket:
         self.posters = {}
         self.compacted = True
 
-    def to_plain(self, actor_index: dict[str, int]) -> list[object]:
+    def to_plain(self) -> list[object]:
         flags = (1 if self.final else 0) | (2 if self.dirty else 0) | (4 if self.compacted else 0)
-        posters: list[int] = []
-        for actor, n in self.posters.items():
-            posters.append(actor_index[actor])
-            posters.append(n)
-        return [self.start_ms, [getattr(self, c) for c in COUNTERS], posters, self.version, flags]
+        return [self.start_ms, [getattr(self, c) for c in COUNTERS], self.posters, self.version, flags]
 
     @classmethod
-    def from_plain(cls, data: list[object], actors: list[str]) -> Bucket:
+    def from_plain(cls, data: list[Any]) -> Bucket:
         start, counters, posters, version, flags = data
-        assert isinstance(start, int) and isinstance(counters, list)
-        assert isinstance(posters, list) and isinstance(version, int) and isinstance(flags, int)
-        b = cls(start_ms=start, version=version)
+        b = cls(start_ms=start, version=version, posters=dict(posters))
         for name, value in zip(COUNTERS, counters, strict=True):
             setattr(b, name, value)
-        b.posters = {actors[posters[i]]: posters[i + 1] for i in range(0, len(posters), 2)}
         b.final, b.dirty, b.compacted = bool(flags & 1), bool(flags & 2), bool(flags & 4)
         return b

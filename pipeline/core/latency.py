@@ -76,24 +76,6 @@ class Thread:
             times.append(self.c2_ms)
         return max(times) if times else 0
 
-    def to_plain(self) -> list[object]:
-        return [
-            self.start_ms,
-            self.author,
-            self.c1_actor,
-            self.c1_ms,
-            self.c2_actor,
-            self.c2_ms,
-            self.emitted_version,
-            self.emitted_ms,
-            self.emitted_actor,
-            self.emitted_start,
-        ]
-
-    @classmethod
-    def from_plain(cls, data: Sequence[object]) -> Thread:
-        return cls(*data)  # type: ignore[arg-type]
-
 
 # (start_ms, first response ms or None) of a thread whose start is known
 Answered = tuple[int, int | None]
