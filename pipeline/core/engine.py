@@ -429,9 +429,10 @@ class CommunityEngine:
                 b.compact()
         self.dedupe.prune(touchable)
         self.threads.prune(
-            # windows that can still be emitted end after touchable - 1 d: a first response
-            # before that is neither in them nor changes their "unanswered at end"
-            answered_before_ms=touchable - 2 * DAY_MS,
+            # a thread change reaches back max_lateness from an event that is itself up to
+            # max_lateness old, into a window of up to a day: a first response before that is
+            # in no window that can still be emitted, nor changes its "unanswered at end"
+            answered_before_ms=touchable - lateness - DAY_MS - HOUR_MS,
             started_before_ms=now - 8 * DAY_MS,  # the 7 d health views
             open_before_ms=touchable - cfg.thread_horizon_ms - DAY_MS,
             orphan_before_ms=now - cfg_orphan_ms(self.config) - DAY_MS,

@@ -86,8 +86,8 @@ def decode(data: bytes, policy: CommunityPolicy) -> CommunityEngine:
     engine.members = {actor: [first * HOUR_MS, last * HOUR_MS] for actor, (first, last) in doc["members"].items()}
     threads = {tid: Thread(*plain) for tid, plain in doc["threads"].items()}
     now = engine.clock.now
-    # "recent" is a superset of what windows need: anything answered in the last 3 days
-    recent_since = (now - config.max_lateness_ms - 3 * DAY_MS) if now is not None else 0
+    # "recent" must be a superset of what the engine's pruning keeps (see engine._prune)
+    recent_since = (now - 2 * config.max_lateness_ms - 2 * DAY_MS) if now is not None else 0
     engine.threads = ThreadBook.rebuild(threads, recent_since)
     for size, key in (("1h", "hours"), ("1d", "days")):
         for plain in doc[key]:

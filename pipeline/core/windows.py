@@ -39,8 +39,9 @@ class WindowsConfig:
     # safety bound on remembered event ids per community (the oldest go first)
     dedupe_max_entries: int = 200_000
     # health is re-evaluated on apply() at most once per this much stream time (advance()
-    # always evaluates); 0 = on every event
-    health_every_ms: int = MINUTE_MS
+    # always evaluates); 0 = on every event. Health moves over hours and days; this bounds
+    # its cost when history is replayed (stream time then moves minutes per event)
+    health_every_ms: int = 5 * MINUTE_MS
     # False: apply() only marks windows changed; the next advance() emits them (one row per
     # window per batch instead of per event)
     emit_on_apply: bool = True
