@@ -1,0 +1,78 @@
+"""What the engine keeps: pruning as stream time advances, coalesced emission, bad state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from corekit import DAY, HOUR, MIN, T0, engine, ev
+
+from pipeline.core.engine import CommunityEngine
+from pipeline.core.state import StateError
+from pipeline.core.windows import WindowsConfig
+
+
+def _busy_day(eng: CommunityEngine, day: int, n: int = 40) -> None:
+    for i in range(n):
+        at = T0 + day * DAY + i * 30 * MIN
+        if i % 4 == 0:
+            e = ev("thread_started", f"u{i % 7}", at, thread=f"d{day}-{i}")
+        else:
+            e = ev("reply", f"u{(i + day) % 9}", at, thread=f"d{day}-{i - i % 4}")
+        eng.apply(e, at)
+
+
+def test_state_is_pruned_as_stream_time_advances() -> None:
+    eng = engine()
+    for day in range(40):
+        _busy_day(eng, day)
+    assert len(eng.buckets["1h"]) <= 26  # max_lateness (24 h) + the current hour + margin
+    assert len(eng.buckets["1d"]) <= 36  # the 4 weeks before the last 7 days
+    assert all(b.compacted for s, b in eng.buckets["1d"].items() if s < T0 + 40 * DAY - 29 * DAY)
+    assert len(eng.dedupe) <= 40 * 2  # about a day and a bit of event ids
+    busy = len(eng.to_state())
+    eng.advance(T0 + 140 * DAY)
+    quiet = eng.to_state()
+    doc = json.loads(quiet)
+    assert doc["hours"] == [] and doc["days"] == [] and doc["dedupe"] == {}
+    assert doc["threads"] == {} and doc["members"] == {}  # 90 d member memory has passed
+    assert len(quiet) < busy / 4
+    assert eng.health().state == "dead"  # the last post is remembered without any bucket
+
+
+def test_deferred_emission_coalesces_rows_until_advance() -> None:
+    eng = engine(config=WindowsConfig(emit_on_apply=False))
+    for i in range(10):
+        em = eng.apply(ev("reply", f"u{i}", T0 + i * MIN), T0 + i * MIN)
+        assert em.windows == []
+    em = eng.advance(T0 + 10 * MIN)
+    assert sorted((w.window, w.version, w.posts) for w in em.windows) == [("1d", 1, 10), ("1h", 1, 10)]
+    # dirty windows survive a round trip through the state
+    eng.apply(ev("reply", "late", T0 + 11 * MIN), T0 + 11 * MIN)
+    again = CommunityEngine.from_state(eng.to_state(), eng.policy)
+    rows = again.advance(T0 + 12 * MIN).windows
+    assert sorted((w.window, w.version, w.posts) for w in rows) == [("1d", 2, 11), ("1h", 2, 11)]
+
+
+def test_idle_engine_emits_finals_once() -> None:
+    eng = engine()
+    eng.apply(ev("reply", "a", T0), T0)
+    first = eng.advance(T0 + 2 * DAY)
+    assert sorted((w.window, w.final) for w in first.windows) == [("1d", True), ("1h", True)]
+    assert eng.advance(T0 + 3 * DAY).windows == []
+
+
+def test_unreadable_state_is_refused() -> None:
+    with pytest.raises(StateError):
+        CommunityEngine.from_state(b"not json", engine().policy)
+    with pytest.raises(StateError):
+        CommunityEngine.from_state(b'{"format": 999}', engine().policy)
+
+
+def test_policy_comes_from_the_caller_not_the_state() -> None:
+    from pipeline.core.policy import CommunityPolicy
+
+    eng = engine()
+    eng.apply(ev("reply", "a", T0 + HOUR), T0 + HOUR)
+    team = CommunityEngine.from_state(eng.to_state(), CommunityPolicy("team"))
+    assert team.policy.community_type == "team"
