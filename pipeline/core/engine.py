@@ -35,6 +35,29 @@ Definitions (documented here because they are choices):
   Both depend only on event times, so final rows do not depend on arrival order.
 - Deleted users and other anonymous authors are ordinary humans to the engine (the
   Stack Exchange helper names them "deleted").
+- A thread is expected to start once. A second ``thread_started`` for the same
+  thread keeps the earliest start; if it names another author, a first response
+  already emitted is not retracted (no retraction row exists).
+- A reply older than its thread's start by more than ``max_lateness`` + 1 d does not
+  answer it (such orphan replies are forgotten by then, in any arrival order).
+- Health rolling views: "last 1 h" = the current hourly bucket, "24 h" = the 24
+  hourly buckets up to the current one, "7 d"/"28 d" = that many daily buckets up to
+  the current (partial) day, the dying baseline = the 28 daily buckets before those.
+  Thread-based views (threads, first responses, SLA share) use exact event times.
+  On ``apply`` health is evaluated at most every ``health_every_ms`` of stream time
+  (default 5 min); ``advance`` always evaluates. ``health()`` returns the last
+  evaluation.
+
+What is kept (and pruned once per stream hour): hourly buckets back to
+max_lateness + 1 h (at least 24 h); daily buckets 35 days (posters only for the
+last 28, counters after); event-id digests for max_lateness; threads open for the
+28 d horizon, answered ones while a window or 7 d view can still need them;
+members for ``member_memory_ms``. Nothing is kept per event.
+
+Emission: with ``WindowsConfig.emit_on_apply`` (default) every ``apply`` returns
+the rows of the windows it changed. With ``emit_on_apply=False`` it only marks them
+and the next ``advance`` emits one row per changed window (call it after each
+batch: far fewer rows, and the same final results).
 """
 
 from __future__ import annotations
