@@ -10,7 +10,8 @@ Flow of ``apply(event, wall_now_ms)``:
    windows whose ``end + grace`` it passed become final;
 2. an event_id already seen is a duplicate (counted, not applied);
 3. an event older than stream time - ``max_lateness`` is counted as dropped,
-   never applied;
+   never applied; so is one more than ``max_future_ms`` (1 h) ahead of the wall
+   clock (``future_dropped``), which would otherwise drag stream time ahead;
 4. otherwise it updates its hourly and daily buckets (a final bucket gets a
    corrected final row with a higher version and ``late_events`` + 1), the
    member book (new vs returning) and the thread book (first responses);
@@ -118,6 +119,8 @@ class Emissions:
     duplicates: int = 0
     late_applied: int = 0
     late_dropped: int = 0
+    # occurred_at more than max_future_ms ahead of the wall clock: counted, never applied
+    future_dropped: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.windows or self.first_responses or self.health)
@@ -152,6 +155,7 @@ class CommunityEngine:
         self.total_duplicates = 0
         self.total_late_applied = 0
         self.total_late_dropped = 0
+        self.total_future_dropped = 0
         self._dirty: set[tuple[str, int]] = set()
         self._next_final_ms: int | None = None
         # aggregates of the complete days (ages >= 1) for health; rebuilt on a new day or
@@ -172,6 +176,9 @@ class CommunityEngine:
         elif self.clock.now is not None and occurred < self.clock.now - self.config.max_lateness_ms:
             em.late_dropped = 1
             self.total_late_dropped += 1
+        elif occurred > wall_now_ms + self.config.max_future_ms:
+            em.future_dropped = 1
+            self.total_future_dropped += 1
         else:
             self._apply(event, occurred, wall_now_ms, em)
             self._finalize()

@@ -65,7 +65,12 @@ def encode(engine: CommunityEngine) -> bytes:
         "verdict": [verdict.state, list(verdict.flags), verdict.responsiveness] if verdict else None,
         "snapshot": engine.snapshot.model_dump(mode="json") if engine.snapshot else None,
         "health": [engine.health_version, engine.last_health_eval_ms, engine.pruned_hour],
-        "totals": [engine.total_duplicates, engine.total_late_applied, engine.total_late_dropped],
+        "totals": [
+            engine.total_duplicates,
+            engine.total_late_applied,
+            engine.total_late_dropped,
+            engine.total_future_dropped,
+        ],
     }
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -105,5 +110,11 @@ def decode(data: bytes, policy: CommunityPolicy) -> CommunityEngine:
     if doc["snapshot"] is not None:
         engine.snapshot = HealthSnapshot.model_validate(doc["snapshot"])
     engine.health_version, engine.last_health_eval_ms, engine.pruned_hour = doc["health"]
-    (engine.total_duplicates, engine.total_late_applied, engine.total_late_dropped) = doc["totals"]
+    totals = [*doc["totals"], 0][:4]  # states written before future_dropped existed have 3
+    (
+        engine.total_duplicates,
+        engine.total_late_applied,
+        engine.total_late_dropped,
+        engine.total_future_dropped,
+    ) = totals
     return engine

@@ -30,6 +30,10 @@ class WindowsConfig:
     day_grace_ms: int = HOUR_MS
     # events older than stream time - max_lateness are counted and never applied
     max_lateness_ms: int = DAY_MS
+    # events more than this ahead of the wall clock are counted and never applied: one bad
+    # timestamp would otherwise move the community's stream time ahead and make every
+    # ordinary event after it late (platform clock skew is seconds, not hours)
+    max_future_ms: int = HOUR_MS
     # how long a community may receive nothing before its clock follows the wall clock
     idle_after_ms: int = 10 * MINUTE_MS
     # "new member" memory: a member unseen (no post) for longer is forgotten, and new again

@@ -258,3 +258,20 @@ def test_state_round_trip_preserves_every_future_emission(specs, seed, data) -> 
         assert restored.health() == straight.health()
     assert restored.advance(FAR) == straight.advance(FAR)
     assert restored.to_state() == straight.to_state()
+
+
+def test_event_far_in_the_future_is_counted_and_does_not_make_later_events_late() -> None:
+    eng = engine()
+    now = T0 + 10 * HOUR
+    ok = ev("reply", "ann", now - MIN)
+    assert eng.apply(ok, now).windows
+    future = ev("reply", "bob", now + 30 * DAY)
+    em = eng.apply(future, now)
+    assert em.future_dropped == 1 and em.windows == [] and eng.total_future_dropped == 1
+    assert eng.stream_time_ms == now - MIN
+    later = ev("reply", "cid", now + 5 * MIN)
+    em = eng.apply(later, now + 6 * MIN)
+    assert em.late_dropped == 0 and em.late_applied == 0 and em.windows
+    # within the tolerance (clock skew) an event ahead of the wall clock is applied
+    skewed = ev("reply", "dee", now + 6 * MIN + DEFAULT_WINDOWS.max_future_ms)
+    assert eng.apply(skewed, now + 6 * MIN).future_dropped == 0
