@@ -76,6 +76,28 @@ class Pipeline:
         self.workers[name] = worker
         return worker
 
+    @contextlib.contextmanager
+    def supervised(self, name: str = "a") -> Iterator[list[int]]:
+        """Restart worker ``name`` whenever it exits, as compose's ``restart: unless-stopped``
+        would; yields the list of exit codes seen (filled while the block runs)."""
+        exits: list[int] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(0.5):
+                code = self.workers[name].process.poll()
+                if code is not None:
+                    exits.append(code)
+                    self.start_worker(name)
+
+        thread = threading.Thread(target=watch, name="supervisor", daemon=True)
+        thread.start()
+        try:
+            yield exits
+        finally:
+            stop.set()
+            thread.join(10)
+
     def start_sink(self) -> None:
         self.sink = Sink(self.settings, store.connect(self.settings),
                          policy=BatchPolicy(max_rows=2000, max_age_s=0.3),
@@ -113,6 +135,7 @@ def faults_chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def make_pipeline(bootstrap: str, tmp: Path, chdb: Path, extra_env: dict[str, str] | None = None) -> Pipeline:
+    tmp.mkdir(parents=True, exist_ok=True)
     prefix = f"f-{uuid.uuid4().hex[:10]}."
     create_topics(bootstrap, prefix)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
