@@ -143,15 +143,13 @@ def render(figures: dict[str, dict[str, Any]], outcome: str, elapsed: float | No
             f"{past['landed_posts_change']}. Rule: {past['rule']} (DESIGN.md, time and windows).",
         ]
     if future:
+        outcome = (f"all {future['landed_posts']} of the community's ordinary events landed"
+                   if not future["missing"] else
+                   f"**{future['missing']} of its {future['accepted_events']} ordinary events were lost** "
+                   "(dropped as late behind the future event's stream time)")
         lines += [
-            f"* **Far in the future** — {future['injected']}: the gateway answered {future['future_answer']}; "
-            f"of the {future['accepted_events']} ordinary events of that community, {future['landed_posts']} "
-            f"landed and **{future['missing']} were lost**: the future event moved the community's stream "
-            "time 30 days ahead, so every later ordinary event was older than stream time - max lateness "
-            "and was dropped as late. No rule bounds event time in the future yet; the suite keeps this as a "
-            "strict `xfail` (`test_an_event_far_in_the_future_does_not_make_later_events_late`) that turns "
-            "into a failure, to be flipped, once the gateway refuses such events (or the engine ignores "
-            "them for stream time).",
+            f"* **Far in the future** - {future['injected']}: the gateway answered {future['future_answer']}; "
+            f"{outcome}. Rule: {future.get('rule', '(none)')}.",
         ]
     hostile, flood = figures.get("hostile_input"), figures.get("flood")
     lines += ["", "## Hostile input at the gateway", ""]

@@ -127,8 +127,8 @@ class Pipeline:
 @pytest.fixture(scope="package")
 def faults_chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One embedded engine path for the package (chDB: one path per process), a database per module."""
-    if store.held_path() is not None:
-        pytest.skip(f"this process already holds another embedded store ({store.held_path()})")
+    # an error, not a skip: CI must not drop the fault suite silently
+    assert store.held_path() is None, f"this process already holds an embedded store ({store.held_path()})"
     path = tmp_path_factory.mktemp("faults-chdb") / "ch"
     yield path
     store.release()
