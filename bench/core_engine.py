@@ -6,6 +6,9 @@ size after the community went quiet for 30 days (what an idle community costs).
 A script, never a test: figures depend on the machine.
 
     .venv/bin/python bench/core_engine.py [community ...]   # default: math 052012-literature
+    .venv/bin/python bench/core_engine.py --busy [events_per_day] [days]
+        # synthetic busy channel (default 10,000 events/day for 8 days, 2,000 members),
+        # emit_on_apply=False with advance() every 200 events, as a batching worker would
 """
 
 from __future__ import annotations
@@ -62,7 +65,54 @@ def bench(community: str) -> None:
     )
 
 
+def busy(per_day: int, days: int) -> None:
+    import random
+    from datetime import UTC, datetime
+
+    from pipeline.core.windows import WindowsConfig
+    from pipeline.events import CanonicalEvent
+
+    rnd = random.Random(1)
+    t0 = int(datetime(2024, 5, 6, tzinfo=UTC).timestamp() * 1000)
+    engine = CommunityEngine("busy", "slack", "T1", windows_config=WindowsConfig(emit_on_apply=False))
+    n = 0
+    start = time.perf_counter()
+    for day in range(days):
+        for i in range(per_day):
+            at = t0 + day * DAY_MS + i * (DAY_MS // per_day)
+            thread = f"t{day}-{i}" if i % 10 == 0 else f"t{day}-{i - i % 10 - 10 * rnd.randrange(3)}"
+            event = CanonicalEvent(
+                event_id=f"e{n}",
+                platform="slack",
+                space_id="T1",
+                community_id="busy",
+                kind="thread_started" if i % 10 == 0 else "reply",
+                actor_id=f"u{rnd.randrange(2000)}",
+                thread_id=thread,
+                occurred_at=datetime.fromtimestamp(at / 1000, UTC),
+                received_at=datetime.fromtimestamp(at / 1000, UTC),
+            )
+            engine.apply(event, at)
+            n += 1
+            if n % 200 == 0:
+                engine.advance(at)
+    elapsed = time.perf_counter() - start
+    t = time.perf_counter()
+    state = engine.to_state()
+    for _ in range(4):
+        engine.to_state()
+    print(
+        f"busy: {n} events ({per_day}/day for {days} d); apply+advance {elapsed / n * 1e6:.0f} us/event; "
+        f"to_state {(time.perf_counter() - t) / 5 * 1000:.1f} ms, {len(state) / 1024:.0f} KiB; "
+        f"threads kept {len(engine.threads)}, event ids kept {len(engine.dedupe)}"
+    )
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--busy"]:
+        numbers = [int(a) for a in argv[1:3]]
+        busy(*(numbers + [10_000, 8][len(numbers) :]))
+        return 0
     for community in argv or ["math", "052012-literature"]:
         bench(community)
     return 0
