@@ -45,6 +45,11 @@ Definitions (documented here because they are choices):
   hourly buckets up to the current one, "7 d"/"28 d" = that many daily buckets up to
   the current (partial) day, the dying baseline = the 28 daily buckets before those.
   Thread-based views (threads, first responses, SLA share) use exact event times.
+  ``HealthSnapshot.unanswered_threads`` counts the backlog (threads past the SLA
+  with no first response); ``oldest_unanswered_age_s`` is the oldest unanswered
+  thread of any age in the 28 d horizon. ``answered_within_sla_7d`` counts threads
+  of the last 7 d answered within the SLA over those answered within it or older
+  than it (a thread younger than the SLA and not answered yet is not counted).
   On ``apply`` health is evaluated at most every ``health_every_ms`` of stream time
   (default 5 min); ``advance`` always evaluates. ``health()`` returns the last
   evaluation.
@@ -182,9 +187,11 @@ class CommunityEngine:
         else:
             self._apply(event, occurred, wall_now_ms, em)
             self._finalize()
+        # prune at the same stream moments whatever the emission mode (it keeps dirty
+        # buckets), so results never depend on when the caller flushes
+        self._prune()
         if self.config.emit_on_apply:
             self._emit_windows(em, wall_now_ms)
-            self._prune()
         now = self.clock.now
         if now is not None and (
             self.last_health_eval_ms is None or now - self.last_health_eval_ms >= self.config.health_every_ms
