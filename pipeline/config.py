@@ -87,6 +87,16 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _rate(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"must be a number, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"must be 0 (no limit) or a positive number, got {value}")
+    return value
+
+
 def _port(raw: str) -> int:
     return _int_between(1, 65535)(raw)
 
@@ -229,6 +239,10 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("max_body_bytes", str(1024 * 1024), _int_between(1024, MAX_BODY_BYTES), "Largest accepted request body"),
     Variable("produce_timeout_s", "5", _positive_float, "Deadline for Kafka to acknowledge a delivery before 503"),
+    Variable(
+        "rate_limit_per_s", "500", _rate, "Requests per second each sender may send before 429 (0: no limit)"
+    ),
+    Variable("rate_limit_burst", "1000", _int_between(1, 1_000_000), "Requests a quiet sender may send at once"),
     Variable("communities_file", "", _optional_path, "JSON file: community renames/groups, type and thresholds"),
     Variable(
         "events_ttl_days", "90", _int_between(1, 3650), "Days canonical events are kept in ClickHouse (by event time)"
@@ -256,6 +270,8 @@ class Settings:
     ingest_tokens: dict[str, Secret] = field(default_factory=dict)
     max_body_bytes: int = 1024 * 1024
     produce_timeout_s: float = 5.0
+    rate_limit_per_s: float = 500.0
+    rate_limit_burst: int = 1000
     communities_file: Path | None = None
     events_ttl_days: int = 90
     metrics_max_communities: int = 2000

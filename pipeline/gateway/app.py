@@ -9,7 +9,8 @@ Answers: 202 accepted (Kafka acknowledged the raw delivery and its events),
 202 ignored (nothing we use; counted), 200 Slack url_verification challenge,
 400 malformed or invalid body (naming the field), 401 bad signature or
 token, 413 too large, 415 wrong content type, 503 + Retry-After when Kafka
-did not acknowledge in time. Every error body is
+did not acknowledge in time, 429 + Retry-After when one sender sends faster than
+its rate limit (pipeline.gateway.ratelimit; per sender key, after authentication). Every error body is
 ``{"error": ..., "field": ..., "reason": ...}``.
 """
 
@@ -43,6 +44,7 @@ from pipeline.gateway.producer import (
     RawDelivery,
     raw_headers,
 )
+from pipeline.gateway.ratelimit import Limit, RateLimiter, sender_key
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,15 @@ def create_app(
     openapi_bytes = json.dumps(openapi_document(settings), indent=None).encode("utf-8")
     retry_after = str(max(1, math.ceil(settings.produce_timeout_s)))
     max_body = settings.max_body_bytes
+    limiter = RateLimiter(Limit(settings.rate_limit_per_s, settings.rate_limit_burst))
+
+    def rate_limit(key: str) -> None:
+        # after authentication: a forged header must not use up a real sender's budget
+        decision = limiter.check(key, time.monotonic())
+        if not decision.allowed:
+            wait = decision.retry_after_header()
+            raise Refusal(429, "rate limited", f"this sender exceeds its rate limit; retry after {wait} s",
+                          metric_reason="rate_limited", headers={"Retry-After": wait})
 
     async def read_body(request: Request, allowed: frozenset[str], platform: str) -> bytes:
         length = declared_length(request.headers.get("content-length"))
@@ -246,6 +257,7 @@ def create_app(
                 body = await read_body(request, WEBHOOK_CONTENT_TYPES, platform)
                 headers = dict(request.headers.items())  # starlette gives lower-case names
                 verify(platform, headers, body)
+                rate_limit(sender_key(platform, headers))
                 received_at = datetime.now(UTC)
                 adapted = adapt(adapters.Delivery(platform, headers, body, received_at))
                 if adapted.challenge is not None:
@@ -275,6 +287,7 @@ def create_app(
                 raise Refusal(401, "unauthorized", "a valid bearer token is required",
                               field="header.authorization", metric_reason="unauthorized",
                               headers={"WWW-Authenticate": 'Bearer realm="pulse"'})
+            rate_limit(sender_key(GENERIC, {}, sender=sender))
             body = await read_body(request, EVENTS_CONTENT_TYPES, GENERIC)
             ctype = media_type(request.headers.get("content-type"))
             received_at = datetime.now(UTC)
@@ -312,7 +325,7 @@ def create_app(
             else:
                 gm.deliveries_refused.labels(platform=platform, reason=refusal.metric_reason).inc()
             headers = dict(refusal.headers)
-            if slack and refusal.status < 500:
+            if slack and refusal.status < 500 and refusal.status != 429:
                 headers["X-Slack-No-Retry"] = "1"  # a retry of a 4xx cannot succeed
             return json_response(refusal.status, refusal.body(), headers)
         except Exception:
