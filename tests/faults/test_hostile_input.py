@@ -217,3 +217,22 @@ def test_a_flooding_sender_gets_429_with_retry_after_and_others_are_unaffected(g
         assert set(body) == {"error", "field", "reason"} and body["error"] == "rate limited"
     assert limited == statuses[429]
     assert after - before < RSS_GROWTH_BOUND
+
+
+def test_a_slack_flood_is_limited_and_slack_may_retry(gateway: GatewayProcess) -> None:
+    """Webhooks are limited after the signature check; a 429 to Slack has no X-Slack-No-Retry."""
+    body = json.dumps({"type": "event_callback", "team_id": "T1", "event_id": "Ev1",
+                       "event": {"type": "app_mention"}}).encode()
+    answers: Counter[int] = Counter()
+    no_retry: set[str | None] = set()
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        for _ in range(BURST + 20):
+            headers = {"content-type": "application/json", **signatures.sign_slack(SLACK, body, int(time.time()))}
+            r = client.post("/webhooks/slack", content=body, headers=headers)
+            answers[r.status_code] += 1
+            if r.status_code == 429:
+                no_retry.add(r.headers.get("x-slack-no-retry"))
+                assert int(r.headers["retry-after"]) >= 1
+    assert answers[429] >= 1, answers
+    assert set(answers) <= {200, 202, 429}, answers
+    assert no_retry == {None}
