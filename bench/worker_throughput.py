@@ -117,6 +117,7 @@ def worker_rate(bootstrap: str, prefix: str, n: int, workdir: Path) -> float:
         PULSE_WORKER_PORT=str(port),
         PULSE_LOG_LEVEL="WARNING",
     )
+    workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "worker.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "worker", "--no-sink"], env=env, stdout=log, stderr=log

@@ -54,7 +54,7 @@ FAIL_REASONS: tuple[str, ...] = (
 IGNORE_REASONS: tuple[str, ...] = ("ping", "private_message", "edit", "unsupported", "challenge", "other")
 """Why an accepted delivery produced no events (2xx, nothing to count)."""
 
-LATE_OUTCOMES: tuple[str, ...] = ("applied", "dropped")
+LATE_OUTCOMES: tuple[str, ...] = ("applied", "dropped", "future")
 DEAD_LETTER_REASONS: tuple[str, ...] = ("decode", "schema", "processing")
 SINK_TABLES: tuple[str, ...] = ("events", "windows", "first_responses", "health")
 FLAGS: tuple[Flag, ...] = ("dead", "dying", "one_poster", "unanswered_backlog", "when_we_can")
@@ -194,7 +194,8 @@ class WorkerMetrics:
         )
         self.late_events = Counter(
             "pulse_worker_late_events",
-            "Events older than their window's grace: applied (within max lateness) or dropped.",
+            "Events outside their window's grace: applied (within max lateness), dropped (older), "
+            "or future (over 1 h ahead of the clock, dropped).",
             ["outcome"],
             registry=registry,
         )

@@ -162,6 +162,9 @@ class CommunityEngine:
         self.total_late_dropped = 0
         self.total_future_dropped = 0
         self._dirty: set[tuple[str, int]] = set()
+        # rows computed before a prune while emit_on_apply is off; advance() returns them
+        # (empty whenever the caller saves state: it saves after advance)
+        self._held = Emissions()
         self._next_final_ms: int | None = None
         # aggregates of the complete days (ages >= 1) for health; rebuilt on a new day or
         # when a past day changes (_days_epoch)
@@ -187,11 +190,13 @@ class CommunityEngine:
         else:
             self._apply(event, occurred, wall_now_ms, em)
             self._finalize()
-        # prune at the same stream moments whatever the emission mode (it keeps dirty
-        # buckets), so results never depend on when the caller flushes
-        self._prune()
         if self.config.emit_on_apply:
             self._emit_windows(em, wall_now_ms)
+        elif self._prune_due():
+            # a row needs threads that pruning forgets: compute the changed rows now and
+            # hand them out at the next advance(), so results never depend on when it comes
+            self._emit_windows(self._held, wall_now_ms)
+        self._prune()
         now = self.clock.now
         if now is not None and (
             self.last_health_eval_ms is None or now - self.last_health_eval_ms >= self.config.health_every_ms
@@ -201,6 +206,8 @@ class CommunityEngine:
 
     def advance(self, wall_now_ms: int) -> Emissions:
         em = Emissions()
+        if self._held.windows:
+            em.windows, self._held.windows = self._held.windows, []
         self.clock.tick(wall_now_ms)
         self._finalize()
         self._emit_windows(em, wall_now_ms)
@@ -434,6 +441,10 @@ class CommunityEngine:
         )
 
     # -------------------------------------------------------------- pruning
+
+    def _prune_due(self) -> bool:
+        now = self.clock.now
+        return now is not None and window_start(now, "1h") != self.pruned_hour
 
     def _prune(self) -> None:
         """Forget what neither max_lateness nor the rolling views can need (once per hour)."""

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -38,6 +37,10 @@ from pipeline.worker.processing import (
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 5.0
+# a partition's applied events are saved, their windows emitted and their offsets
+# acknowledged after this many events or this long, whichever comes first
+FLUSH_EVENTS = 2000
+FLUSH_INTERVAL_S = 0.5
 METRICS_INTERVAL_S = 5.0
 
 
@@ -68,6 +71,9 @@ class PulseWorker:
             value_serializer="raw",
             consumer_auto_offset_reset="earliest",
             broker_commit_every=1000,
+            # a killed worker's partitions move on after this, not after Faust's 60 s default
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=3.0,
             broker_commit_interval=1.0,
             table_standby_replicas=0,
             web_enabled=True,
@@ -81,11 +87,14 @@ class PulseWorker:
         self.processor = Processor(
             load_directory(settings.communities_file),
             load=self._load_state,
-            save=self._save_state,
             partitions=topics.EVENT_PARTITIONS,
         )
         self._scanned: set[int] = set()
         self._processed_next: dict[int, int] = {}  # events partition -> offset after the last one handled
+        # events applied but not yet saved (nor acknowledged), per partition, and since when
+        self._pending: dict[int, list[EventT]] = {}
+        self._pending_since: dict[int, int] = {}
+        self._flush_requested: set[int] = set()
         self._topic = {
             name: self.app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=None)
             for name in (
@@ -133,10 +142,23 @@ class PulseWorker:
         ticks_name = self.settings.topic(topics.TICKS)
 
         @app.agent(self._source, name="engagement")
-        async def engagement(stream: Any) -> AsyncIterator[None]:
-            async for event in stream.events():
-                await self._handle(event, is_tick=event.message.topic == ticks_name)
-                yield None
+        async def engagement(stream: Any) -> None:
+            # acknowledged by hand: an event counts as done (its offset may be committed)
+            # only once the state it changed is saved, at the flush of its partition
+            manual = stream.noack()
+            async for event in manual.events():
+                await self._handle(event, manual, is_tick=event.message.topic == ticks_name)
+
+        @app.timer(interval=FLUSH_INTERVAL_S)
+        async def request_flushes() -> None:
+            # a partition with applied but unsaved events and no traffic to carry the flush
+            wall_ms = _now_ms()
+            for partition, since in list(self._pending_since.items()):
+                if wall_ms - since >= FLUSH_INTERVAL_S * 1000 and partition not in self._flush_requested:
+                    self._flush_requested.add(partition)
+                    await self._topic[topics.TICKS].send(
+                        key=None, value=encode_tick(wall_ms, advance=False), partition=partition
+                    )
 
         @app.timer(interval=TICK_INTERVAL_S)
         async def tick() -> None:
@@ -156,7 +178,9 @@ class PulseWorker:
             self.processor.forget_partitions(parts)
             self._scanned -= parts
             for part in parts:
-                self._processed_next.pop(part, None)  # a worker exports only what it owns
+                self._processed_next.pop(part, None)
+                self._take_pending(part)  # never acknowledged: the next owner processes them again
+                # a worker exports only what it owns
                 with contextlib.suppress(KeyError):
                     self.metrics.consumer_lag.remove(events, str(part))
 
@@ -226,21 +250,47 @@ class PulseWorker:
         if newest is not None:
             self.metrics.stream_lag.set(max(0.0, (_now_ms() - newest) / 1000))
 
-    async def _handle(self, event: EventT, *, is_tick: bool) -> None:
+    async def _handle(self, event: EventT, stream: Any, *, is_tick: bool) -> None:
         message = event.message
+        partition = message.partition
+        wall_ms = _now_ms()
+        result = StepResult()
+        done = [event]
         try:
             if is_tick:
-                self._adopt_partition(message.partition)
-                result = self.processor.handle_tick(message.partition, decode_tick(event.value))
+                tick_wall_ms, advance = decode_tick(event.value)
+                if advance:
+                    self._adopt_partition(partition)
+                    result = self.processor.handle_tick(partition, tick_wall_ms)
+                else:
+                    result = self.processor.flush(partition, wall_ms)
+                done += self._take_pending(partition)
             else:
-                self._processed_next[message.partition] = message.offset + 1
-                result = self.processor.handle_event(event.value, _now_ms())
+                self._processed_next[partition] = message.offset + 1
+                result = self.processor.handle_event(event.value, wall_ms)
+                pending = self._pending.setdefault(partition, [])
+                pending.append(event)
+                done = []
+                self._pending_since.setdefault(partition, wall_ms)
+                if len(pending) >= FLUSH_EVENTS or wall_ms - self._pending_since[partition] >= FLUSH_INTERVAL_S * 1000:
+                    result.add_step(self.processor.flush(partition, wall_ms))
+                    done = self._take_pending(partition)
         except Unprocessable as exc:
             await self._dead_letter(message, exc)
-            return
-        for out in result.outputs:
-            await self._topic[out.topic].send(key=out.key, value=out.value)
+        sent = [await self._topic[out.topic].send(key=out.key, value=out.value) for out in result.outputs]
+        if result.saves:
+            # outputs first, acknowledged by Kafka; only then the state that no longer owes them
+            await asyncio.gather(*sent)
+            for community_id, state in result.saves:
+                self._save_state(community_id, state)
         self._observe(result, event)
+        for finished in done:
+            await stream.ack(finished)
+
+    def _take_pending(self, partition: int) -> list[EventT]:
+        self._pending_since.pop(partition, None)
+        self._flush_requested.discard(partition)
+        return self._pending.pop(partition, [])
 
     def _observe(self, result: StepResult, event: EventT) -> None:
         m = self.metrics
@@ -252,6 +302,8 @@ class PulseWorker:
             m.late_events.labels(outcome="applied").inc(result.late_applied)
         if result.late_dropped:
             m.late_events.labels(outcome="dropped").inc(result.late_dropped)
+        if result.future_dropped:
+            m.late_events.labels(outcome="future").inc(result.future_dropped)
 
     async def _dead_letter(self, message: Any, error: Unprocessable) -> None:
         reason = error.reason

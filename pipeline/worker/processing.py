@@ -1,17 +1,17 @@
-"""The worker's step: one Kafka message in, output messages out.
+"""The worker's step: one Kafka message in, output messages and states to save out.
 
 This is the thin layer between the Faust agent and the pure engine: it decodes
-canonical events, keeps one ``CommunityEngine`` per community (loaded from and
-saved to the state table through two callables, so it runs without Faust in
-tests), and turns the engine's emissions into keyed output messages. It never
-talks to Kafka itself.
+canonical events, keeps one ``CommunityEngine`` per community (loaded from the
+state table through a callable, so it runs without Faust in tests), and turns the
+engine's emissions into keyed output messages and the states to write back. It
+never talks to Kafka itself.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kafka.partitioner.default import murmur2
 from pydantic import ValidationError
@@ -19,11 +19,15 @@ from pydantic import ValidationError
 from pipeline import topics
 from pipeline.communities import Directory
 from pipeline.core.engine import CommunityEngine, Emissions
+from pipeline.core.windows import DEFAULT_WINDOWS
 from pipeline.events import CanonicalEvent
 from pipeline.results import HealthSnapshot
 
+# windows are emitted once per flush (a batch of events), not once per event: the same
+# final results with far fewer intermediate versions and far less work
+EMIT_ON_FLUSH = replace(DEFAULT_WINDOWS, emit_on_apply=False)
+
 LoadState = Callable[[str], bytes | None]
-SaveState = Callable[[str, bytes], None]
 
 
 class Unprocessable(Exception):
@@ -49,6 +53,19 @@ class StepResult:
     late_applied: int = 0
     late_dropped: int = 0
     processed: int = 0
+    future_dropped: int = 0
+    # states to write to the table once the outputs are delivered: a saved state must
+    # never run ahead of its output, or a crash in between would lose those rows for good
+    saves: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def add_step(self, other: StepResult) -> None:
+        self.outputs += other.outputs
+        self.saves += other.saves
+        self.future_dropped += other.future_dropped
+        self.duplicates += other.duplicates
+        self.late_applied += other.late_applied
+        self.late_dropped += other.late_dropped
+        self.processed += other.processed
 
     def add(self, emissions: Emissions) -> None:
         for w in emissions.windows:
@@ -60,6 +77,7 @@ class StepResult:
         self.duplicates += emissions.duplicates
         self.late_applied += emissions.late_applied
         self.late_dropped += emissions.late_dropped
+        self.future_dropped += emissions.future_dropped
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -80,33 +98,35 @@ def decode_event(value: bytes | None) -> CanonicalEvent:
         raise Unprocessable(f"invalid canonical event: {exc}", "decode") from None
 
 
-def decode_tick(value: bytes | None) -> int:
+def decode_tick(value: bytes | None) -> tuple[int, bool]:
+    """(wall_ms, advance): ``advance`` false for a tick that only flushes pending work."""
     try:
-        wall_ms = json.loads(value or b"")["wall_ms"]
-    except (ValueError, KeyError, TypeError):
-        raise Unprocessable('invalid tick: expected {"wall_ms": <int>}', "decode") from None
-    if not isinstance(wall_ms, int):
-        raise Unprocessable("invalid tick: wall_ms must be an integer", "decode")
-    return wall_ms
+        tick = json.loads(value or b"")
+        wall_ms, advance = tick["wall_ms"], tick.get("advance", True)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise Unprocessable('invalid tick: expected {"wall_ms": <int>, "advance": <bool>}', "decode") from None
+    if not isinstance(wall_ms, int) or not isinstance(advance, bool):
+        raise Unprocessable("invalid tick: wall_ms must be an integer and advance a boolean", "decode")
+    return wall_ms, advance
 
 
-def encode_tick(wall_ms: int) -> bytes:
-    return json.dumps({"wall_ms": wall_ms}).encode()
+def encode_tick(wall_ms: int, *, advance: bool = True) -> bytes:
+    return json.dumps({"wall_ms": wall_ms, "advance": advance}).encode()
 
 
 class Processor:
     """Per-community engines for the partitions this worker owns."""
 
-    def __init__(self, directory: Directory, load: LoadState, save: SaveState, partitions: int) -> None:
+    def __init__(self, directory: Directory, load: LoadState, partitions: int) -> None:
         self.directory = directory
         self._load = load
-        self._save = save
         self.partitions = partitions
         self._engines: dict[str, CommunityEngine] = {}
         self._by_partition: dict[int, set[str]] = {}
         self._health: dict[str, HealthSnapshot] = {}
         self._stale: set[str] = set()  # communities whose figures changed since health was last computed
         self.newest_event_ms: int | None = None  # for the stream-lag gauge
+        self._dirty: dict[int, set[str]] = {}  # partition -> communities applied to since the last flush
 
     # -- engines --------------------------------------------------------------
 
@@ -118,8 +138,9 @@ class Processor:
         data = self._load(community_id)
         if data is not None:
             engine = CommunityEngine.from_state(data, policy)
+            engine.config = EMIT_ON_FLUSH  # state holds no rules: set them again
         elif event is not None:
-            engine = CommunityEngine(community_id, event.platform, event.space_id, policy)
+            engine = CommunityEngine(community_id, event.platform, event.space_id, policy, EMIT_ON_FLUSH)
         else:
             return None
         self._engines[community_id] = engine
@@ -136,6 +157,7 @@ class Processor:
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Drop cached engines of partitions we no longer own; the table is the truth."""
         for part in partitions:
+            self._dirty.pop(part, None)  # unacknowledged: the next owner applies those events again
             for community_id in self._by_partition.pop(part, set()):
                 self._engines.pop(community_id, None)
                 self._health.pop(community_id, None)
@@ -147,6 +169,7 @@ class Processor:
     # -- steps ----------------------------------------------------------------
 
     def handle_event(self, value: bytes | None, wall_ms: int) -> StepResult:
+        """Apply one event; its windows are emitted and its state saved at the next flush."""
         event = decode_event(value)
         if self.newest_event_ms is None or event.occurred_ms > self.newest_event_ms:
             self.newest_event_ms = event.occurred_ms
@@ -156,16 +179,36 @@ class Processor:
         try:
             result.add(engine.apply(event, wall_ms))
         except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
-            self._engines.pop(event.community_id, None)  # reload clean state next time
             raise Unprocessable(
                 f"engine failed on event {event.event_id}: {type(exc).__name__}: {exc}", "processing"
             ) from exc
-        self._save(event.community_id, engine.to_state())
-        self._stale.add(event.community_id)
+        self._dirty.setdefault(partition_for(event.community_id, self.partitions), set()).add(event.community_id)
+        return result
+
+    def pending(self, partition: int) -> bool:
+        return bool(self._dirty.get(partition))
+
+    def flush(self, partition: int, wall_ms: int) -> StepResult:
+        """Emit the changed windows of a partition's communities and save their state.
+
+        Called in the context of a message of that same partition (the state table's
+        changelog partition is the current message's), and before the events applied
+        since the last flush are acknowledged, so a committed offset never runs ahead
+        of the saved state.
+        """
+        result = StepResult()
+        for community_id in sorted(self._dirty.pop(partition, ())):
+            engine = self._engines.get(community_id)
+            if engine is None:
+                continue
+            result.add(engine.advance(wall_ms))
+            result.saves.append((community_id, engine.to_state()))
+            self._stale.add(community_id)
         return result
 
     def handle_tick(self, partition: int, wall_ms: int) -> StepResult:
-        result = StepResult()
+        """Advance every community of the partition with the wall clock (idle ones too)."""
+        result = self.flush(partition, wall_ms)
         for community_id in sorted(self._by_partition.get(partition, ())):
             engine = self._engine(community_id)
             if engine is None:
@@ -173,7 +216,7 @@ class Processor:
             emissions = engine.advance(wall_ms)
             if emissions.windows or emissions.health or emissions.first_responses:
                 result.add(emissions)
-                self._save(community_id, engine.to_state())
+                result.saves.append((community_id, engine.to_state()))
                 self._stale.add(community_id)
         return result
 

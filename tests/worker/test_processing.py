@@ -1,0 +1,124 @@
+"""The worker's step without Kafka: batching and flushing never change the final results."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline import topics
+from pipeline.communities import load_directory
+from pipeline.events import CanonicalEvent
+from pipeline.worker.processing import (
+    Processor,
+    StepResult,
+    Unprocessable,
+    decode_tick,
+    encode_tick,
+    partition_for,
+)
+from tests.worker.test_worker_kafka import _final_rows, _history, _reference
+
+WALL_MS = 1_800_000_000_000
+
+
+@pytest.fixture(scope="module")
+def history() -> list[CanonicalEvent]:
+    # one small real community (plus its sentinel) keeps these pure runs quick
+    return [e for e in _history() if e.community_id == "052012-literature"]
+
+
+@pytest.fixture(scope="module")
+def expected(history: list[CanonicalEvent]) -> dict[Any, Any]:
+    return _reference(history)
+
+
+def _run(events: list[CanonicalEvent], flush_after: list[int], restart_at: int | None = None) -> dict[Any, Any]:
+    """Feed events through Processors over a dict 'table', flushing each partition after the
+    given counts of events; optionally lose the process (unsaved work) and restart."""
+    table: dict[str, bytes] = {}
+    processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS)
+    rows: list[dict[str, Any]] = []
+    since_flush: dict[int, int] = {}
+    unacked: dict[int, list[CanonicalEvent]] = {}
+    i = 0
+    queue = list(events)
+    while i < len(queue):
+        event = queue[i]
+        part = partition_for(event.community_id, topics.EVENT_PARTITIONS)
+        result = processor.handle_event(event.to_json_bytes(), WALL_MS)
+        rows += [json.loads(o.value) for o in result.outputs if o.topic == topics.WINDOWS]
+        unacked.setdefault(part, []).append(event)
+        since_flush[part] = since_flush.get(part, 0) + 1
+        if since_flush[part] >= flush_after[i % len(flush_after)]:
+            rows += _flushed(processor.flush(part, WALL_MS), table)
+            since_flush[part] = 0
+            unacked[part] = []
+        if restart_at is not None and i == restart_at:
+            # crash: what was not flushed is lost and redelivered (never acknowledged)
+            redeliver = [e for evs in unacked.values() for e in evs]
+            processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS)
+            unacked, since_flush = {}, {}
+            queue = queue[: i + 1] + sorted(redeliver, key=queue.index) + queue[i + 1 :]
+            restart_at = None
+        i += 1
+    for part in range(topics.EVENT_PARTITIONS):
+        rows += _flushed(processor.flush(part, WALL_MS), table)
+    return _final_rows(rows)
+
+
+def _flushed(result: StepResult, table: dict[str, bytes]) -> list[dict[str, Any]]:
+    """What the agent does with a flush: outputs first, then the states."""
+    rows = [json.loads(o.value) for o in result.outputs if o.topic == topics.WINDOWS]
+    table.update(result.saves)
+    return rows
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(flush_after=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=3))
+def test_flush_points_do_not_change_final_windows(
+    flush_after: list[int], history: list[CanonicalEvent], expected: dict[Any, Any]
+) -> None:
+    assert _run(history, flush_after) == expected
+
+
+def test_losing_unflushed_work_and_redelivering_it_gives_the_same_final_windows(
+    history: list[CanonicalEvent], expected: dict[Any, Any]
+) -> None:
+    rng = random.Random(5)
+    for _ in range(3):
+        assert _run(history, [rng.randint(20, 400)], restart_at=rng.randrange(len(history) // 2)) == expected
+
+
+def test_ticks_round_trip_and_bad_ticks_are_unprocessable() -> None:
+    assert decode_tick(encode_tick(123)) == (123, True)
+    assert decode_tick(encode_tick(5, advance=False)) == (5, False)
+    assert decode_tick(b'{"wall_ms": 7}') == (7, True)
+    for bad in (None, b"", b"[]", b'{"wall_ms": "x"}', b'{"wall_ms": 1, "advance": 3}'):
+        with pytest.raises(Unprocessable):
+            decode_tick(bad)
+
+
+def test_bad_events_are_unprocessable_with_a_reason() -> None:
+    processor = Processor(load_directory(None), {}.get, topics.EVENT_PARTITIONS)
+    with pytest.raises(Unprocessable, match="invalid canonical event: occurred_at"):
+        processor.handle_event(
+            b'{"event_id":"e","platform":"x","space_id":"s","community_id":"c",'
+            b'"kind":"reply","actor_id":"a","occurred_at":"yesterday"}',
+            WALL_MS,
+        )
+    with pytest.raises(Unprocessable, match="empty message"):
+        processor.handle_event(None, WALL_MS)
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_partition_matches_the_partitioner_faust_uses(key: str) -> None:
+    # the gateway produces with kafka-python, Faust consumes with aiokafka: both must agree
+    from aiokafka.partitioner import DefaultPartitioner
+
+    parts = list(range(topics.EVENT_PARTITIONS))
+    assert partition_for(key, len(parts)) == DefaultPartitioner()(key.encode(), parts, parts)
