@@ -75,6 +75,8 @@ def serve(mode: str, port: int, bootstrap: str, prefix: str, linger_ms: int) -> 
         "PULSE_TOPIC_PREFIX": prefix,
         "PULSE_GITHUB_WEBHOOK_SECRET": SECRET,
         "PULSE_LOG_LEVEL": "WARNING",
+        # one hook id sends everything here: the per-sender limit would measure itself
+        "PULSE_RATE_LIMIT_PER_S": "0",
     })
     producer: Any = KafkaDeliveryProducer(settings, linger_ms=linger_ms) if mode == "kafka" else NoKafka()
     uvicorn.run(create_app(settings, producer), host="127.0.0.1", port=port, log_level="warning",

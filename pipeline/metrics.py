@@ -41,6 +41,7 @@ REFUSE_REASONS: tuple[str, ...] = (
     "payload",  # body is not a valid payload for the platform (400)
     "too_large",  # body above max_body_bytes (413)
     "media_type",  # unsupported content type (415)
+    "rate_limited",  # the sender is over its per-second budget (429)
 )
 """Why the gateway answered 4xx: the sender's fault."""
 

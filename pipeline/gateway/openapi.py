@@ -48,6 +48,11 @@ def _common_responses(max_body: int, auth: str) -> dict[str, Any]:
         "401": _error(auth),
         "413": _error(f"Body larger than {max_body} bytes (Content-Length or counted while reading)."),
         "415": _error("Content-Type is not one of the request body's media types."),
+        "429": _error(
+            "This sender sent more than PULSE_RATE_LIMIT_PER_S deliveries per second (after its burst); "
+            "nothing was accepted. Retry after the given seconds.",
+            _RETRY_AFTER,
+        ),
         "503": _error(
             "Kafka did not acknowledge the delivery in time; nothing was accepted. Retry later.",
             _RETRY_AFTER,
