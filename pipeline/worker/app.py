@@ -73,6 +73,10 @@ class PulseWorker:
             broker_commit_every=1000,
             # a killed worker's partitions move on after this, not after Faust's 60 s default
             broker_session_timeout=10.0,
+            # events are acknowledged only at their partition's flush; a rebalance or shutdown
+            # must not wait for that (it would wait out the rebalance timeout): what is not
+            # acknowledged is simply processed again by the partition's next owner
+            stream_wait_empty=False,
             broker_heartbeat_interval=3.0,
             broker_commit_interval=1.0,
             table_standby_replicas=0,
@@ -95,6 +99,7 @@ class PulseWorker:
         self._pending: dict[int, list[EventT]] = {}
         self._pending_since: dict[int, int] = {}
         self._flush_requested: set[int] = set()
+        self._lag_exported: set[int] = set()  # partitions with a consumer-lag series
         self._topic = {
             name: self.app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=None)
             for name in (
@@ -240,12 +245,18 @@ class PulseWorker:
             self.metrics.kafka_up.set(0)
             return
         self.metrics.kafka_up.set(1)
+        # a rebalance may have happened while we waited: export only what we own now
+        still_owned = self.owned_partitions()
         for tp in owned:
             position = positions.get(tp)
-            if position is not None and tp in highwaters:
+            if tp.partition in still_owned and position is not None and tp in highwaters:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, highwaters[tp] - position)
                 )
+        for part in self._lag_exported - still_owned:
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(events, str(part))
+        self._lag_exported = {tp.partition for tp in owned if tp.partition in still_owned}
         newest = self.processor.newest_event_ms
         if newest is not None:
             self.metrics.stream_lag.set(max(0.0, (_now_ms() - newest) / 1000))

@@ -124,7 +124,9 @@ class Pipeline:
             store.close_quietly(self.db)
 
 
-@pytest.fixture(scope="package")
+# module scope: without an __init__.py pytest treats "package" as the whole session, and the
+# engine must be handed back before tests/storage opens its own path in this process
+@pytest.fixture(scope="module")
 def faults_chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One embedded engine path for the package (chDB: one path per process), a database per module."""
     # an error, not a skip: CI must not drop the fault suite silently
