@@ -147,7 +147,8 @@ def _event(i: int, community: str, kind: str, actor: str, thread: str, minutes_a
 
 def scenario_events() -> list[dict[str, Any]]:
     """`obs-solo`: one person posts everything (one-poster, nobody answers); `obs-lively`: a
-    conversation between four people, every thread answered within minutes."""
+    conversation between four people, every thread answered within minutes; `obs-dying`:
+    answered threads every day for four weeks (16 posts a week), then 4 posts in the last week."""
     solo = [_event(i, "obs-solo", "thread_started", "solo-1", f"s-{i}", 60 - i) for i in range(12)]
     lively = []
     for t in range(4):
@@ -155,7 +156,15 @@ def scenario_events() -> list[dict[str, Any]]:
         for r in range(3):
             responder = f"user-{(t + r + 1) % 4}"
             lively.append(_event(200 + 10 * t + r, "obs-lively", "reply", responder, f"l-{t}", 45 - t - r))
-    return solo + lively
+    # `obs-dying`: four weeks of 8 answered threads a week, then a week with only 2
+    dying = []
+    baseline_days = [d for week in range(1, 5) for d in (7 * week + 2 + k for k in range(7))]  # days 9..36 ago
+    last_week_days = [1, 4]
+    for n, days_ago in enumerate(sorted(baseline_days + last_week_days, reverse=True)):
+        start = days_ago * 24 * 60
+        dying.append(_event(1000 + 2 * n, "obs-dying", "thread_started", f"d-{n % 5}", f"d-{n}", start))
+        dying.append(_event(1001 + 2 * n, "obs-dying", "reply", f"d-{(n + 1) % 5}", f"d-{n}", start - 10))
+    return solo + lively + dying
 
 
 def immediate_rules(out_dir: Path) -> list[Path]:
@@ -233,7 +242,8 @@ def test_live_gateway_and_worker_metrics_and_alerts(services: tuple[Service, Ser
         def worker_saw_them() -> str | None:
             text = worker.scrape()
             flagged = 'pulse_community_flag{community_id="obs-solo",flag="one_poster",platform="generic"} 1.0'
-            return text if flagged in text and 'community_id="obs-lively"' in text else None
+            dying = 'pulse_community_state{community_id="obs-dying",platform="generic",state="dying"} 1.0'
+            return text if flagged in text and dying in text and 'community_id="obs-lively"' in text else None
 
         w_text = _wait_for("worker to flag obs-solo", worker_saw_them)
         w_names = _check_exposition(w_text, "worker")
@@ -246,18 +256,23 @@ def test_live_gateway_and_worker_metrics_and_alerts(services: tuple[Service, Ser
             for alert in alerts:
                 if alert["state"] == "firing":
                     by_name.setdefault(alert["labels"]["alertname"], []).append(alert["labels"])
-            wanted = {"PulseCommunityOnePoster", "PulseCommunityWhenWeCan", "PulseGatewayRefusingDeliveries"}
+            wanted = {
+                "PulseCommunityOnePoster",
+                "PulseCommunityWhenWeCan",
+                "PulseCommunityDying",
+                "PulseGatewayRefusingDeliveries",
+            }
             return by_name if wanted <= set(by_name) else None
 
         alerts = _wait_for("alerts to fire", firing)
         assert [a["community_id"] for a in alerts["PulseCommunityOnePoster"]] == ["obs-solo"]
         assert [a["community_id"] for a in alerts["PulseCommunityWhenWeCan"]] == ["obs-solo"]  # nobody answers
         assert [a["platform"] for a in alerts["PulseGatewayRefusingDeliveries"]] == ["generic"]
-        for name in ("PulseCommunityDead", "PulseCommunityDying"):
-            assert name not in alerts, alerts[name]
+        assert [a["community_id"] for a in alerts["PulseCommunityDying"]] == ["obs-dying"]
+        assert "PulseCommunityDead" not in alerts, alerts["PulseCommunityDead"]
         assert not any(a.get("community_id") == "obs-lively" for labels in alerts.values() for a in labels)
         # the worker counts communities by state across everything it knows
-        assert float(query("sum(pulse_communities)")[0]["value"][1]) == 2
+        assert float(query("sum(pulse_communities)")[0]["value"][1]) == 3
 
         # every shipped query runs against the live data
         for _, expr in QUERIES:
