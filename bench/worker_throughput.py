@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -138,11 +137,16 @@ def worker_rate(bootstrap: str, prefix: str, n: int, workdir: Path) -> float:
         log.close()
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def state_sizes(counts: list[int]) -> list[tuple[int, float, float]]:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     rows = []
     for n in counts:
-        tracemalloc.start()
+        rss_before = _rss_bytes()
         engines = []
         total_bytes = 0
         for i in range(n):
@@ -163,9 +167,7 @@ def state_sizes(counts: list[int]) -> list[tuple[int, float, float]]:
                 engine.apply(event, int(time.time() * 1000))
             total_bytes += len(engine.to_state())
             engines.append(engine)
-        heap, _ = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        rows.append((n, total_bytes / n, heap / n))
+        rows.append((n, total_bytes / n, (_rss_bytes() - rss_before) / n))
         del engines
     return rows
 
@@ -175,7 +177,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--state-communities", default="10000,100000")
+    parser.add_argument("--state-only", action="store_true", help="only the state-size part")
     args = parser.parse_args()
+    if args.state_only:
+        _print_state(args.state_communities)
+        return
 
     events = load_events(args.events)
     workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-worker-"))
@@ -199,9 +205,13 @@ def main() -> None:
     print(f"  bare aiokafka consumer  {b:>10,.0f} msg/s")
     print(f"  pulse worker            {w:>10,.0f} events/s")
     print(f"  worker / bare           {w / b:>10.1%}   (target >= 50%)")
+    _print_state(args.state_communities)
+
+
+def _print_state(counts: str) -> None:
     print("\nstate per community (10 events over ~3 days each)")
-    for n, state_b, heap_b in state_sizes([int(x) for x in args.state_communities.split(",")]):
-        print(f"  {n:>7,} communities: to_state {state_b:,.0f} B/community, heap {heap_b / 1024:,.1f} KiB/community")
+    for n, state_b, rss_b in state_sizes([int(x) for x in counts.split(",")]):
+        print(f"  {n:>7,} communities: to_state {state_b:,.0f} B/community, memory {rss_b / 1024:,.1f} KiB/community")
 
 
 if __name__ == "__main__":
