@@ -136,9 +136,13 @@ class PulseWorker:
         keys = [k.decode() for k in self.table]
         self.processor.adopt(k for k in keys if partition_for(k, topics.EVENT_PARTITIONS) == partition)
 
-    def owned_partitions(self) -> set[int]:
+    def _owned(self) -> list[TP]:
+        """The engagement.events partitions this worker actively owns right now."""
         events = self.settings.topic(topics.EVENTS)
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == events}
+        return [tp for tp in self.app.assignor.assigned_actives() if tp.topic == events]
+
+    def owned_partitions(self) -> set[int]:
+        return {tp.partition for tp in self._owned()}
 
     # -- wiring -----------------------------------------------------------------
 
@@ -213,9 +217,8 @@ class PulseWorker:
         last event processed here, or the group's committed offset, whichever is
         further (committed never runs ahead of processing).
         """
-        events = self.settings.topic(topics.EVENTS)
         consumer = self.app.consumer
-        owned = [tp for tp in self.app.assignor.assigned_actives() if tp.topic == events]
+        owned = self._owned()
         if not owned:
             return set()
         try:
@@ -236,7 +239,7 @@ class PulseWorker:
         """Consumer lag per owned partition, and whether Kafka answers at all."""
         events = self.settings.topic(topics.EVENTS)
         consumer = self.app.consumer
-        owned = [tp for tp in self.app.assignor.assigned_actives() if tp.topic == events]
+        owned = self._owned()
         try:
             highwaters = await asyncio.wait_for(consumer.highwaters(*owned), timeout=METRICS_INTERVAL_S)
             positions = {tp: await consumer.position(tp) for tp in owned}

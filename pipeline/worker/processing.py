@@ -163,9 +163,6 @@ class Processor:
                 self._health.pop(community_id, None)
                 self._stale.discard(community_id)
 
-    def owned_communities(self) -> int:
-        return sum(len(c) for c in self._by_partition.values())
-
     # -- steps ----------------------------------------------------------------
 
     def handle_event(self, value: bytes | None, wall_ms: int) -> StepResult:
@@ -184,9 +181,6 @@ class Processor:
             ) from exc
         self._dirty.setdefault(partition_for(event.community_id, self.partitions), set()).add(event.community_id)
         return result
-
-    def pending(self, partition: int) -> bool:
-        return bool(self._dirty.get(partition))
 
     def flush(self, partition: int, wall_ms: int) -> StepResult:
         """Emit the changed windows of a partition's communities and save their state.
