@@ -16,7 +16,9 @@ Flow of ``apply(event, wall_now_ms)``:
    corrected final row with a higher version and ``late_events`` + 1), the
    member book (new vs returning) and the thread book (first responses);
 5. changed windows are emitted (``WindowResult`` with a rising version), health
-   is re-evaluated and emitted when state, flags or responsiveness change.
+   is re-evaluated and emitted when state, flags or responsiveness change, or when
+   only its figures changed and ``health_refresh_ms`` of stream time passed since
+   the last snapshot emitted (so stored snapshots do not go stale).
 
 ``advance(wall_now_ms)`` does 1 and 5 without an event: this is how silent
 communities close windows and become dead.
@@ -155,6 +157,9 @@ class CommunityEngine:
         self.snapshot: HealthSnapshot | None = None
         self.health_version = 0
         self.last_health_eval_ms: int | None = None
+        # what the last emitted snapshot said, and its stream time (for the figure refresh)
+        self.emitted_figures: tuple[Any, ...] | None = None
+        self.emitted_at_ms: int | None = None
         self.pruned_hour: int | None = None
         # lifetime counters (also in every Emissions for the call)
         self.total_duplicates = 0
@@ -604,12 +609,21 @@ class CommunityEngine:
             verdict.flags,
             verdict.responsiveness,
         ) != (previous.state, previous.flags, previous.responsiveness)
-        if changed:
-            self.health_version += 1
         self.verdict = verdict
+        figures = _figures(views)
+        now = self.clock.now if self.clock.now is not None else 0
+        refresh = (
+            figures != self.emitted_figures
+            and self.emitted_at_ms is not None
+            and now - self.emitted_at_ms >= self.config.health_refresh_ms
+        )
+        emit = changed or refresh
+        if emit:
+            self.health_version += 1
+            self.emitted_figures, self.emitted_at_ms = figures, now
         snap = self._snapshot(views, verdict, self.health_version, previous, wall_now_ms)
         self.snapshot = snap
-        if changed:
+        if emit:
             em.health.append(snap)
 
     def _snapshot(
@@ -661,6 +675,24 @@ class CommunityEngine:
         from pipeline.core.state import decode
 
         return decode(data, policy)
+
+
+def _figures(views: dict[str, Any]) -> tuple[Any, ...]:
+    """The figures a report shows; ages and times are left out (they change every tick)."""
+    i: HealthInputs = views["inputs"]
+    return (
+        views["posts_1h"],
+        views["posts_24h"],
+        i.posts_7d,
+        i.posts_28d,
+        i.baseline_posts_per_week,
+        views["active_7d"],
+        i.top1_share_28d,
+        i.threads_started_7d,
+        i.first_response_p50_7d_s,
+        i.answered_within_sla_7d,
+        i.backlog_threads,
+    )
 
 
 __all__ = ["CommunityEngine", "Emissions"]

@@ -64,7 +64,8 @@ def encode(engine: CommunityEngine) -> bytes:
         "last_post": engine.last_post_ms,
         "verdict": [verdict.state, list(verdict.flags), verdict.responsiveness] if verdict else None,
         "snapshot": engine.snapshot.model_dump(mode="json") if engine.snapshot else None,
-        "health": [engine.health_version, engine.last_health_eval_ms, engine.pruned_hour],
+        "health": [engine.health_version, engine.last_health_eval_ms, engine.pruned_hour, engine.emitted_at_ms],
+        "emitted_figures": list(engine.emitted_figures) if engine.emitted_figures is not None else None,
         "totals": [
             engine.total_duplicates,
             engine.total_late_applied,
@@ -109,7 +110,11 @@ def decode(data: bytes, policy: CommunityPolicy) -> CommunityEngine:
         engine.verdict = Verdict(state, tuple(flags), responsiveness)
     if doc["snapshot"] is not None:
         engine.snapshot = HealthSnapshot.model_validate(doc["snapshot"])
-    engine.health_version, engine.last_health_eval_ms, engine.pruned_hour = doc["health"]
+    engine.health_version, engine.last_health_eval_ms, engine.pruned_hour = doc["health"][:3]
+    # states saved before the figure refresh have neither: the next change emits as before
+    engine.emitted_at_ms = doc["health"][3] if len(doc["health"]) > 3 else None
+    figures = doc.get("emitted_figures")
+    engine.emitted_figures = tuple(figures) if figures is not None else None
     totals = [*doc["totals"], 0][:4]  # states written before future_dropped existed have 3
     (
         engine.total_duplicates,

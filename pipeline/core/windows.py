@@ -2,9 +2,9 @@
 
 Windows are fixed, UTC-aligned, in event time: 1 hour and 1 day. A window is
 *final* once stream time reaches ``window_end + grace``. Stream time belongs to
-one community: the highest ``occurred_at`` it has seen; while the community is
-idle it also moves with the wall clock (see ``StreamClock``), so quiet
-communities close their windows and a silent one is seen as silent.
+one community: the highest ``occurred_at`` it has seen; once the community is
+idle it follows the wall clock (see ``StreamClock``), so quiet communities close
+their windows and a silent one is seen as silent.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class WindowsConfig:
     # always evaluates); 0 = on every event. Health moves over hours and days; this bounds
     # its cost when history is replayed (stream time then moves minutes per event)
     health_every_ms: int = 5 * MINUTE_MS
+    # a snapshot whose state, flags and responsiveness did not change is still emitted when
+    # its figures (posts, members, shares, latency, backlog) changed, at most once per this
+    # much stream time: stored snapshots stay current for reports without a row per event
+    health_refresh_ms: int = 10 * MINUTE_MS
     # False: apply() only marks windows changed; the next advance() emits them (one row per
     # window per batch instead of per event)
     emit_on_apply: bool = True
@@ -90,12 +94,14 @@ def dt_to_ms(value: datetime) -> int:
 class StreamClock:
     """Per-community stream time.
 
-    ``now`` is monotone: the highest ``occurred_at`` applied, and, once nothing has
-    been applied for ``idle_after_ms`` of wall time, that value plus the wall time
-    elapsed beyond it. Relative to the community's own last event (not to the wall
-    clock itself) so that replaying old history keeps its own event time and does
-    not make the rest of the replay late, while a live community's clock trails the
-    wall clock by its delivery delay plus ``idle_after_ms``.
+    ``now`` is monotone: the highest ``occurred_at`` applied while events keep arriving.
+    Once nothing has arrived for ``idle_after_ms`` of wall time, it follows the wall
+    clock minus ``idle_after_ms`` (DESIGN: "advances with the wall clock, minus grace"),
+    or the last event plus the idle time when that is later (a source clock slightly
+    ahead). While a history is being imported its events keep arriving, so it keeps its
+    own event time and the rest of the import is not late; once the import stops, the
+    community catches up with the present: an old history whose last post is weeks ago
+    is seen as dead at once, which is what an operator needs to know.
     """
 
     __slots__ = ("idle_after_ms", "last_arrival_wall_ms", "max_occurred_ms", "now")
@@ -111,7 +117,7 @@ class StreamClock:
             return
         idle = wall_now_ms - self.last_arrival_wall_ms - self.idle_after_ms
         if idle > 0:
-            self._raise(self.max_occurred_ms + idle)
+            self._raise(max(self.max_occurred_ms + idle, wall_now_ms - self.idle_after_ms))
 
     def observe(self, occurred_ms: int, wall_now_ms: int) -> None:
         if self.max_occurred_ms is None or occurred_ms > self.max_occurred_ms:

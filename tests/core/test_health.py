@@ -296,3 +296,33 @@ def test_priority_and_flags() -> None:
     )
     assert v.state == "dead"
     assert set(v.flags) == {"dead", "dying", "one_poster", "when_we_can", "unanswered_backlog"}
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def test_figures_refresh_the_snapshot_at_most_once_per_refresh_interval() -> None:
+    refresh = DEFAULT_WINDOWS.health_refresh_ms
+    eng = engine()
+    first = feed(eng, [ev("reply", "ann", T0)]).health
+    assert [s.posts_7d for s in first] == [1]  # the first evaluation is always emitted
+    # more posts, same state: nothing until refresh_ms of stream time has passed
+    quiet = feed(eng, [ev("reply", "bob", T0 + i * MIN) for i in range(1, 9)]).health
+    assert quiet == []
+    (refreshed,) = feed(eng, [ev("reply", "cid", T0 + refresh)]).health
+    assert refreshed.state == first[0].state == "healthy" and refreshed.previous_state == "healthy"
+    assert refreshed.posts_7d == 10 and refreshed.active_members_7d == 3
+    assert refreshed.version == first[0].version + 1
+    # unchanged figures are never re-emitted, however much time passes (ages are not figures)
+    assert eng.advance(T0 + refresh + IDLE + 1).health == []
+    assert eng.health().posts_7d == 10
+
+
+def test_figure_refresh_survives_a_state_round_trip() -> None:
+    from pipeline.core.engine import CommunityEngine
+
+    eng = engine()
+    feed(eng, [ev("reply", "ann", T0)])
+    again = CommunityEngine.from_state(eng.to_state(), eng.policy)
+    assert again.emitted_figures == eng.emitted_figures and again.emitted_at_ms == eng.emitted_at_ms
+    assert feed(again, [ev("reply", "bob", T0 + MIN)]).health == []

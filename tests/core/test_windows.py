@@ -51,10 +51,18 @@ def test_clock_follows_events_and_then_the_wall_clock_when_idle() -> None:
     assert clock.now == 1_000_000
     clock.tick(5_000_100 + 600_000)  # idle for exactly idle_after: not yet
     assert clock.now == 1_000_000
-    clock.tick(5_000_100 + 600_000 + 3_600_000)
-    assert clock.now == 1_000_000 + 3_600_000
+    clock.tick(5_000_100 + 600_000 + 3_600_000)  # idle: the wall clock minus idle_after
+    assert clock.now == 5_000_100 + 3_600_000
     clock.tick(0)  # wall clock going back never moves it back either
-    assert clock.now == 1_000_000 + 3_600_000
+    assert clock.now == 5_000_100 + 3_600_000
+
+
+def test_idle_clock_ahead_of_the_wall_keeps_its_own_lead() -> None:
+    # events stamped slightly ahead of the wall clock (source skew): idle time adds to them
+    clock = StreamClock(idle_after_ms=600_000)
+    clock.observe(5_060_000, wall_now_ms=5_000_000)
+    clock.tick(5_000_000 + 600_000 + 1_000)
+    assert clock.now == 5_060_000 + 1_000
 
 
 def test_replayed_history_keeps_its_own_time() -> None:
@@ -65,3 +73,28 @@ def test_replayed_history_keeps_its_own_time() -> None:
         clock.observe(1_300_000_000_000 + i * 60_000, wall + i)
         clock.tick(wall + i)
     assert clock.now == 1_300_000_000_000 + 4 * 60_000
+    # once the import stops, the community catches up with the present (minus idle_after)
+    clock.tick(wall + 4 + 600_001)
+    assert clock.now == wall + 4 + 1
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 10**13), st.integers(0, 10**13)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_clock_is_monotone_and_never_behind_its_events(steps) -> None:
+    clock = StreamClock(idle_after_ms=600_000)
+    previous = None
+    for is_event, occurred, wall in steps:
+        if is_event:
+            clock.observe(occurred, wall)
+        else:
+            clock.tick(wall)
+        if previous is not None:
+            assert clock.now is not None and clock.now >= previous
+        previous = clock.now
+        if clock.max_occurred_ms is not None:
+            assert clock.now is not None and clock.now >= clock.max_occurred_ms
