@@ -1,0 +1,153 @@
+"""The pure parts of bench/run_all.py: medians over runs, ratios, verdicts and the rendered document."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench import figures
+from bench.run_all import (
+    BENCHMARKS,
+    NOT_SPEED,
+    Benchmark,
+    RunOutcome,
+    Section,
+    aggregate,
+    anchor,
+    number,
+    parse_overrides,
+    ratio_text,
+    render,
+    render_section,
+    supports_json,
+    verdict,
+)
+
+
+def payload(*figs: figures.Figure, load: float = 1.0, notes: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "benchmark": "x",
+        "command": "python bench/x.py",
+        "machine": {"cpus": 2, "load_average_1m": load},
+        "notes": notes or [],
+        "figures": [f.__dict__ | {"ratio": f.ratio} for f in figs],
+    }
+
+
+def fig(value: float, baseline: float | None = None, met: bool | None = None, name: str = "rate") -> figures.Figure:
+    return figures.Figure(name, value, "events/s", "bare" if baseline is not None else None, baseline,
+                          ">= 50 % of bare" if met is not None else None, met)  # fmt: skip
+
+
+def test_median_of_values_and_baselines_and_of_per_run_ratios() -> None:
+    rows = aggregate([payload(fig(50, 100, True)), payload(fig(30, 100, False)), payload(fig(90, 120, True))])
+    assert len(rows) == 1
+    row = rows[0]
+    assert row.value == 50
+    assert row.baseline_value == 100
+    # the median of 0.5, 0.3, 0.75: each run against its own baseline, not median/median
+    assert row.ratio == 0.5
+    assert (row.met, row.judged, row.runs) == (2, 3, 3)
+    assert row.baseline == "bare"
+    assert row.target == ">= 50 % of bare"
+
+
+def test_figures_keep_the_order_of_first_appearance_and_a_figure_missing_from_a_run() -> None:
+    rows = aggregate([payload(fig(1, name="b"), fig(2, name="a")), payload(fig(3, name="a"), fig(4, name="c"))])
+    assert [r.name for r in rows] == ["b", "a", "c"]
+    assert {r.name: r.runs for r in rows} == {"b": 1, "a": 2, "c": 1}
+    assert {r.name: r.value for r in rows}["a"] == 2.5
+
+
+def test_zero_or_missing_baseline_gives_no_ratio() -> None:
+    rows = aggregate([payload(fig(5, 0)), payload(fig(7))])
+    assert rows[0].ratio is None
+    assert rows[0].baseline_value == 0
+
+
+@given(st.lists(st.floats(min_value=0.001, max_value=1e6), min_size=1, max_size=7))
+def test_the_median_is_statistics_median(values: list[float]) -> None:
+    rows = aggregate([payload(fig(v)) for v in values])
+    assert rows[0].value == statistics.median(values)
+
+
+def test_verdicts() -> None:
+    rows = aggregate([payload(fig(1, 1, True)), payload(fig(1, 1, True))])
+    assert verdict(rows[0]) == "**met** (2/2)"
+    rows = aggregate([payload(fig(1, 1, False)), payload(fig(1, 1, True))])
+    assert verdict(rows[0]) == "**partly** (1/2)"
+    rows = aggregate([payload(fig(1, 1, False))])
+    assert verdict(rows[0]) == "**missed** (0/1)"
+    assert verdict(aggregate([payload(fig(1))])[0]) == ""
+
+
+def test_numbers_and_ratios_read_well() -> None:
+    assert number(1234567.8) == "1,234,568"
+    assert number(12.345) == "12.3"
+    assert number(0.5) == "0.50"
+    assert number(0.01234) == "0.0123"
+    assert number(None) == ""
+    assert number(float("nan")) == "n/a"
+    assert ratio_text(0.514) == "51%"
+    assert ratio_text(1.8) == "180%"
+    assert ratio_text(250.0) == "250.0x"
+    assert ratio_text(None) == ""
+
+
+def test_a_section_shows_its_table_command_notes_and_failures() -> None:
+    bench = Benchmark("x", "X: things per second", "x.md")
+    outcomes = [
+        RunOutcome(1, 10.0, 0, payload(fig(50, 100, True), load=2.5, notes=["n=1000"])),
+        RunOutcome(2, 11.0, 3, None, ".pulse/bench/logs/x-2.log", "Traceback ...\nValueError: boom"),
+    ]
+    text = render_section(Section(bench, "failed", "python bench/x.py --n 5", outcomes), "Hand-written notes.")
+    assert text.startswith("## X: things per second")
+    assert "`python bench/x.py --n 5`" in text
+    assert "| rate | 50 | events/s | bare | 100 | 50% | >= 50 % of bare | **met** (1/1) |" in text
+    assert "**Run 2 failed** (exit 3" in text and "ValueError: boom" in text
+    assert "Hand-written notes." in text
+    assert "n=1000" in text
+
+
+def test_missing_notes_and_scripts_without_json_are_said_so() -> None:
+    bench = Benchmark("core_engine", "Core", "core.md")
+    text = render_section(Section(bench, "no-json", "python bench/core_engine.py"), None)
+    assert "No figures (script has no --json)" in text
+    assert "_No notes yet (bench/notes/core.md)._" in text
+
+
+def test_the_document_has_machine_versions_summary_and_the_non_speed_scripts() -> None:
+    env = {"date": "2026-01-01 00:00 UTC", "cpus": 2, "cpu_model": "Some CPU", "ram_gib": 23.4,
+           "os": "Debian 12", "python": "3.11.7", "kafka": "3.9.1", "java": "17.0.1",
+           "versions": {"chdb": "4.4"}, "load_average": "1.00, 1.00, 1.00"}  # fmt: skip
+    bench = Benchmark("x", "X: things per second", "x.md")
+    section = Section(bench, "ok", "python bench/x.py", [RunOutcome(1, 1.0, 0, payload(fig(50, 100, False)))])
+    doc = render(env, [section], {"x": "notes"}, 90.0, ["--only", "x"])
+    assert doc.startswith("# Benchmarks")
+    assert "2 CPUs (Some CPU), 23.4 GiB RAM, Debian 12" in doc
+    assert "Kafka 3.9.1" in doc and "chdb 4.4" in doc
+    assert "`python -m bench.run_all --only x`" in doc
+    assert f"| [x](#{anchor(bench.title)}) | ok | 1 | rate: missed |" in doc
+    for name in NOT_SPEED:
+        assert f"bench/{name}.py" in doc
+
+
+def test_anchor_follows_github() -> None:
+    assert anchor("Scale-out: one worker and two workers") == "scale-out-one-worker-and-two-workers"
+
+
+def test_overrides_replace_the_default_arguments() -> None:
+    assert parse_overrides(["scale_out=--events 100 --rounds 2"]) == {"scale_out": ("--events", "100", "--rounds", "2")}
+
+
+def test_every_listed_benchmark_exists_or_is_reported_missing_and_json_support_is_read_from_source() -> None:
+    from bench.run_all import BENCH
+
+    names = {b.name for b in BENCHMARKS}
+    assert {"gateway_throughput", "worker_throughput", "sink_throughput", "core_engine", "e2e_freshness",
+            "scale_out", "many_communities"} <= names  # fmt: skip
+    assert supports_json(BENCH / "e2e_freshness.py")
+    assert not set(NOT_SPEED) & names
