@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from pipeline import config
-from pipeline.stack.process import free_port, terminate
+from pipeline.stack.process import StackError, free_port, terminate, wait_http
 from pipeline.stack.topics import create_topics
 
 MiB = 1024 * 1024
@@ -102,18 +102,6 @@ class Sender:
                 self.stop.wait(max(0.0, next_at - time.monotonic()))
 
 
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the process exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise SystemExit(f"{url} not ready after {timeout} s")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -143,8 +131,11 @@ def main() -> int:
                                                   stdout=log, stderr=subprocess.STDOUT))
         gateway, worker = processes
         gw_url, wk_url = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{wk_port}"
-        wait_http(gw_url + "/readyz", gateway)
-        wait_http(wk_url + "/healthz", worker)
+        try:
+            wait_http(gw_url + "/readyz", 90, gateway, tmp / "gateway.log")
+            wait_http(wk_url + "/healthz", 90, worker, tmp / "worker.log")
+        except StackError as exc:
+            raise SystemExit(str(exc)) from None
         sender = Sender(gw_url, token, args.rate, args.batch, args.communities)
         thread = threading.Thread(target=sender.run, daemon=True)
         thread.start()

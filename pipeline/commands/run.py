@@ -5,7 +5,9 @@ worker (with the embedded ClickHouse), sends sample deliveries through the gatew
 (simulated communities of every behaviour, in each platform's own signed format),
 waits until the worker has judged them, prints the community health report and the
 URLs to look at, then keeps running until Ctrl-C (or exits at once with --exit),
-stopping the gateway, the worker and the stack it started.
+stopping the gateway, the worker and the stack it started. While it runs, a gateway or
+worker that exits on its own (e.g. the worker losing the broker) is started again, at
+most ``RESTARTS`` times in ``RESTART_WINDOW_S``; its log keeps the reason.
 
 Platform secrets that are not set are generated for this run only."""
 
@@ -18,11 +20,16 @@ import secrets
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import Settings
 
 HELP = "run the whole pipeline locally with sample deliveries and print the health report"
+
+# a child that keeps dying is a fault to report, not to hide: give up after this many restarts
+RESTARTS = 5
+RESTART_WINDOW_S = 600.0
 
 SECRET_VARIABLES = (
     "PULSE_GITHUB_WEBHOOK_SECRET",
@@ -48,22 +55,6 @@ def _pulse(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", *args]
 
 
-def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], log_file: Path) -> None:
-    import httpx
-
-    from pipeline.stack.process import log_tail
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{log_file.stem} exited with {process.returncode}:\n{log_tail(log_file)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{log_tail(log_file)}")
-
-
 def _communities_judged(api: str) -> int:
     import httpx
 
@@ -73,8 +64,56 @@ def _communities_judged(api: str) -> int:
     return 0
 
 
+@dataclass
+class Child:
+    """A server `pulse run` started and keeps running."""
+
+    name: str
+    argv: list[str]
+    ready_url: str
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self, timeout: float = 120.0) -> None:
+        from pipeline.stack.process import spawn, wait_http
+
+        self.process = spawn(self.argv, self.log_file, die_with_parent=True)
+        wait_http(self.ready_url, timeout, self.process, self.log_file)
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def may_restart(self, now: float) -> bool:
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
+        return len(self.restarts) < RESTARTS
+
+
+def _supervise(children: list[Child]) -> int:
+    """Keep the children running until one keeps dying; 1 then (Ctrl-C ends it from outside)."""
+    from pipeline.stack.process import StackError, log_tail
+
+    while True:
+        time.sleep(1.0)
+        for child in children:
+            code = child.exited()
+            if code is None:
+                continue
+            now = time.monotonic()
+            if not child.may_restart(now):
+                _say(f"{child.name} exited {RESTARTS} times in {RESTART_WINDOW_S:.0f} s; stopping. Last lines:")
+                print(log_tail(child.log_file), file=sys.stderr)
+                return 1
+            child.restarts.append(now)
+            _say(f"{child.name} exited with {code} (see {child.log_file}); starting it again")
+            try:
+                child.start()
+            except StackError as exc:
+                _say(str(exc))
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.stack.process import spawn, terminate
+    from pipeline.stack.process import StackError, terminate
 
     # children (stack, gateway, worker, simulate, report) inherit this environment
     for name in SECRET_VARIABLES:
@@ -82,12 +121,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     os.environ.setdefault("PULSE_INGEST_TOKENS", "demo=" + secrets.token_hex(16))
     env = dict(os.environ)
     logs = settings.state_dir / "logs"
-    started: list[tuple[str, subprocess.Popen[bytes]]] = []
+    children = [
+        Child("worker", _pulse("worker"), f"http://{settings.worker_host}:{settings.worker_port}/healthz",
+              logs / "worker.log"),
+        Child("gateway", _pulse("gateway"), f"http://{settings.gateway_host}:{settings.gateway_port}/readyz",
+              logs / "gateway.log"),
+    ]
 
     def stop_all() -> None:
-        for name, process in reversed(started):
-            _say(f"stopping {name} (pid {process.pid})")
-            terminate(process.pid, 30.0, process)
+        for child in reversed(children):
+            if child.process is not None:
+                _say(f"stopping {child.name} (pid {child.process.pid})")
+                terminate(child.process.pid, 30.0, child.process)
         subprocess.run(_pulse("stack", "down"), env=env, check=False)
 
     _say("starting the local stack (Kafka, Prometheus)")
@@ -95,15 +140,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _say("the stack did not start; see the messages above")
         return 1
     try:
-        for name, argv, url in (
-            ("worker", _pulse("worker"), f"http://{settings.worker_host}:{settings.worker_port}/healthz"),
-            ("gateway", _pulse("gateway"), f"http://{settings.gateway_host}:{settings.gateway_port}/readyz"),
-        ):
-            log_file = logs / f"{name}.log"
-            _say(f"starting {name} (log {log_file})")
-            process = spawn(argv, log_file, die_with_parent=True)
-            started.append((name, process))
-            _wait_http(url, 120.0, process, log_file)
+        for child in children:
+            _say(f"starting {child.name} (log {child.log_file})")
+            child.start()
         gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
         _say(f"sending {args.days} days of deliveries for {args.communities} simulated communities")
         simulate = _pulse(
@@ -129,13 +168,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.exit:
             return 0
         _say("running; press Ctrl-C to stop everything")
-        while all(p.poll() is None for _, p in started):
-            time.sleep(1.0)
-        _say("a process exited; stopping")
-        return 1
+        return _supervise(children)
     except KeyboardInterrupt:
         return 0
-    except RuntimeError as exc:
+    except StackError as exc:
         _say(str(exc))
         return 1
     finally:

@@ -156,3 +156,30 @@ def log_tail(log_file: Path, lines: int = 30) -> str:
     except OSError:
         return "(no log written)"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_http(
+    url: str,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    log_file: Path | None = None,
+) -> float:
+    """Wait until ``url`` answers 200; seconds it took. StackError (with the log's tail) if the
+    process exits first or the time runs out."""
+    import httpx
+
+    started = time.monotonic()
+    deadline = started + timeout
+
+    def tail() -> str:
+        return f"\n{log_tail(log_file)}" if log_file is not None else ""
+
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            name = log_file.stem if log_file is not None else url
+            raise StackError(f"{name} exited with {process.returncode}{tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return time.monotonic() - started
+        time.sleep(0.2)
+    raise StackError(f"{url} did not answer within {timeout:.0f} s{tail()}")
