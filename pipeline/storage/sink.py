@@ -1,19 +1,22 @@
 """The ClickHouse sink: Kafka topics -> ClickHouse tables, at least once, without duplicates in reads.
 
-One kafka-python consumer (auto-commit off) reads the events, windows, first-responses and
-health topics. Messages become rows (``rows.py``) and gather in a ``Batch`` until the
+One aiokafka consumer (auto-commit off; ``consumer.py`` drives it from the sink's thread) reads
+the events, windows, first-responses and health topics. Messages become rows of insert values
+(``rows.py``: checked against the models, times as ticks) and gather in a ``Batch`` until the
 ``BatchPolicy`` says it is due (rows, bytes or age). Then, in order:
 
-1. each table's rows are inserted with a deterministic ``insert_deduplication_token``; rows the
-   store refuses are isolated by splitting the batch (``insert_isolating``);
+1. each table's rows are inserted, column-oriented, with a deterministic
+   ``insert_deduplication_token``; rows the store refuses are isolated by splitting the batch
+   (``insert_isolating``);
 2. refused and undecodable messages go to the dead-letter topic, the reason in headers;
 3. only then are the offsets committed.
 
 When ClickHouse is unavailable (any error that is not about the data) the batch is kept, every
 assigned partition is paused, and the insert is retried with exponential backoff; polling goes on
-only to stay in the consumer group. Nothing is dropped; consumption resumes once the batch is
-stored. A batch retried after a partial insert, or messages replayed after a crash, give
-duplicate rows at worst, which ReplacingMergeTree folds and the queries read with FINAL/LIMIT BY.
+(paused, it returns nothing) so the group does not take the sink for a stuck consumer. Nothing
+is dropped; consumption resumes once the batch is stored. A batch retried after a partial
+insert, or messages replayed after a crash, give duplicate rows at worst, which
+ReplacingMergeTree folds and the queries read with FINAL/LIMIT BY.
 """
 
 from __future__ import annotations
@@ -123,8 +126,9 @@ class Sink:
         registry: Any | None = None,
         idle_wait_s: float = 0.2,
     ) -> None:
-        from kafka import KafkaConsumer, KafkaProducer
-        from kafka.consumer.subscription_state import ConsumerRebalanceListener
+        from kafka import KafkaProducer
+
+        from pipeline.storage.consumer import ThreadedConsumer
 
         self.settings = settings
         self.client = client
@@ -140,26 +144,20 @@ class Sink:
         self._failed_attempts = 0
         self._retry_at: float | None = None
         self._client_broken = False
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap.split(","),
+        self._consumer = ThreadedConsumer(
+            self._tables,
+            bootstrap_servers=settings.kafka_bootstrap,
             group_id=group_id or settings.topic_prefix + SINK_GROUP,
             client_id="pulse-sink",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.policy.max_rows,
+            # fetch ahead up to a full batch per partition (default 1 MiB: ~1,600 window rows)
+            max_partition_fetch_bytes=8 * 1024 * 1024,
             # the sink may hold a batch while ClickHouse is down; it keeps polling (paused)
             # to stay in the group, so the default poll interval is enough
         )
-        sink = self
-
-        class _Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked: Any) -> None:
-                sink._on_revoked()
-
-            def on_partitions_assigned(self, assigned: Any) -> None:
-                pass
-
-        self._consumer.subscribe(topics=sorted(self._tables), listener=_Listener())
+        self._revoked_seen = 0
         self._producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap.split(","),
             client_id="pulse-sink-deadletter",
@@ -172,11 +170,6 @@ class Sink:
     def run(self, stop: threading.Event) -> None:
         """Consume and store until ``stop`` is set; then store what is pending (one try) and close."""
         log.info("sink started on %s", ", ".join(sorted(self._tables)))
-        if not _fast_crc():
-            log.warning(
-                "the crc32c package is missing: kafka-python checks record CRCs in pure Python, "
-                "which makes the sink several times slower (pip install crc32c)"
-            )
         try:
             while not stop.is_set():
                 try:
@@ -209,9 +202,12 @@ class Sink:
         return 0
 
     def _poll(self, wait_s: float, max_records: int) -> dict[Any, list[Any]]:
-        records: dict[Any, list[Any]] = self._consumer.poll(
-            timeout_ms=int(max(0.0, wait_s) * 1000), max_records=max_records
-        )
+        records = self._consumer.poll(wait_s, max_records)
+        if self._consumer.revoked != self._revoked_seen:
+            # a rebalance (on the consumer's thread) took partitions since the last poll: the
+            # records returned now are of the new assignment, the open batch may not be
+            self._revoked_seen = self._consumer.revoked
+            self._on_revoked()
         return records
 
     def _add_records(self, records: dict[Any, list[Any]]) -> None:
@@ -230,7 +226,7 @@ class Sink:
             self._batch.add_dead(DeadLetter(source, "decode", f"no table for topic {message.topic}"), now)
             return
         try:
-            row = table.decode(message.value)
+            row = table.insert_row(message.value)
         except RowError as exc:
             self._batch.add_dead(DeadLetter(source, "decode", f"{table.name}: {exc.reason}"), now)
             return
@@ -288,10 +284,12 @@ class Sink:
         return stored, dead
 
     def _insert(self, table: Table, rows: Sequence[Row], token: str) -> None:
+        # column-oriented: clickhouse-connect would transpose the rows itself, more slowly
         self.client.insert(
             table.name,
-            rows,
+            list(zip(*rows, strict=True)),
             column_names=table.columns,
+            column_oriented=True,
             settings={"insert_deduplication_token": token},
         )
 
@@ -325,14 +323,8 @@ class Sink:
             )
 
     def _commit(self, batch: Batch[Row]) -> None:
-        from kafka import OffsetAndMetadata, TopicPartition
-
-        offsets = {
-            TopicPartition(t, p): OffsetAndMetadata(offset, "", -1)
-            for (t, p), offset in batch.next_offsets.items()
-        }
         try:
-            self._consumer.commit(offsets=offsets)
+            self._consumer.commit(batch.next_offsets)
         except Exception as exc:
             # rows are stored; after a rebalance they are read again and folded by the tables
             log.warning("offset commit failed after a stored batch (%s); rows may be re-read", exc)
@@ -411,12 +403,6 @@ class Sink:
                 closer()
             except Exception:
                 log.debug("closing the sink's Kafka clients failed", exc_info=True)
-
-
-def _fast_crc() -> bool:
-    from kafka.record import util
-
-    return getattr(util, "crc32c_c", None) is not None
 
 
 def _metrics_for(registry: Any | None) -> Any | None:
