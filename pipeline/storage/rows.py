@@ -20,6 +20,7 @@ Two ways from a message to a row:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import operator
 import re
@@ -170,38 +171,87 @@ def compile_fast_row(model: type[BaseModel]) -> Callable[[Any], Row | None] | No
 
     It accepts only values the model accepts unchanged (a subset of what the model accepts), so
     for every message it returns either None or exactly ``to_insert_values`` of the model's row.
-    Generated as straight-line code: one check per field, no per-field function calls. Returns
-    None for a model with a field it cannot check exactly (that model is always decoded by pydantic).
+    Generated as straight-line code from the model's fields, with two ways in:
+
+    - in order: the message has exactly the model's keys in the model's order (as
+      ``model_dump_json`` writes them) and every value has one of the JSON types its field takes,
+      checked at once by the tuple of the values' types; then only the fields with constraints
+      (literals, bounds, lengths, patterns, times) are looked at one by one;
+    - by name: any other dict, every field looked up and checked, defaults for missing ones.
+
+    Returns None for a model with a field it cannot check exactly (pydantic decodes that table).
     """
-    env: dict[str, Any] = {"_M": _MISSING, "_ticks": iso_z_ticks}
-    lines = ["def row(d):", "    if type(d) is not dict:", "        return None", "    miss = 0"]
+    env: dict[str, Any] = {"_M": _MISSING, "_ticks": iso_z_ticks, "_by_name": None}
+    fields = list(model.model_fields.items())
+    by_name = ["def by_name(d):", "    if type(d) is not dict:", "        return None", "    miss = 0"]
+    in_order = [
+        "def row(d):",
+        f"    if type(d) is not dict or len(d) != {len(fields)} or tuple(d) != KEYS:",
+        "        return _by_name(d)",
+        "    r = list(d.values())",
+        "    if tuple(map(type, r)) not in SIGNATURES:",
+        "        return _by_name(d)",
+    ]
     names = []
+    kinds: list[tuple[type, ...]] = []
     try:
-        for i, (name, field) in enumerate(model.model_fields.items()):
+        for i, (name, field) in enumerate(fields):
             if field.alias not in (None, name) or field.validation_alias is not None:
                 raise _Unsupported(name)
             v = f"v{i}"
             names.append(v)
-            lines.append(f"    {v} = d.get({name!r}, _M)")
-            lines.append(f"    if {v} is _M:")
+            checks = _checks(v, field.annotation, list(field.metadata), env, f"{i}")
+            by_name.append(f"    {v} = d.get({name!r}, _M)")
+            by_name.append(f"    if {v} is _M:")
             if field.is_required() or field.default_factory is not None:
-                lines.append("        return None")
+                by_name.append("        return None")
             else:
                 env[f"D{i}"] = to_insert_values((field.default,))[0]
-                lines += [f"        {v} = D{i}", "        miss += 1"]
-            lines.append("    else:")
-            lines += [
-                "        " + line
-                for line in _checks(v, field.annotation, list(field.metadata), env, f"{i}")
-            ]
+                by_name += [f"        {v} = D{i}", "        miss += 1"]
+            by_name.append("    else:")
+            by_name += ["        " + line for line in checks]
+            allowed, type_only = _json_types(field.annotation, list(field.metadata))
+            kinds.append(allowed)
+            if not type_only:  # the type is known good here; the value's constraints are not
+                in_order += [f"    {v} = r[{i}]", *("    " + line for line in checks), f"    r[{i}] = {v}"]
     except _Unsupported:
         return None
     if model.model_config.get("extra") == "forbid":
-        lines += [f"    if len(d) != {len(names)} - miss:", "        return None"]
-    lines.append(f"    return ({', '.join(names)},)")
-    exec("\n".join(lines), env)  # the code is built above from the model's own field list
+        by_name += [f"    if len(d) != {len(names)} - miss:", "        return None"]
+    by_name.append(f"    return ({', '.join(names)},)")
+    in_order.append("    return tuple(r)")
+    # the code is built here from the model's own field list
+    exec("\n".join(by_name), env)
+    env["_by_name"] = env["by_name"]
+    if math.prod(len(k) for k in kinds) > 4096:  # too many optional fields to list the signatures
+        return env["by_name"]
+    env["KEYS"] = tuple(name for name, _ in fields)
+    env["SIGNATURES"] = frozenset(itertools.product(*kinds))
+    exec("\n".join(in_order), env)
     fn: Callable[[Any], Row | None] = env["row"]
     return fn
+
+
+def _json_types(annotation: Any, metadata: list[Any]) -> tuple[tuple[type, ...], bool]:
+    """Python types of the parsed JSON values the fast path takes for a field, and whether the
+    type alone is the whole check (no constraint on the value, nothing to convert)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *extra = typing.get_args(annotation)
+        return _json_types(base, metadata + [m for m in extra if not isinstance(m, FieldInfo) or m.metadata])
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        allowed, type_only = _json_types(inner, metadata)
+        return (*allowed, type(None)), type_only
+    if origin is typing.Literal:
+        return (str,), False
+    if origin is list:
+        return (list,), False
+    if annotation is datetime:
+        return (str,), False
+    if annotation in (str, int, float, bool):
+        return (annotation,), not metadata
+    raise _Unsupported(str(annotation))
 
 
 def _checks(v: str, annotation: Any, metadata: list[Any], env: dict[str, Any], key: str) -> list[str]:
