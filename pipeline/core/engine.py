@@ -70,6 +70,7 @@ batch: far fewer rows, and the same final results).
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +155,9 @@ class CommunityEngine:
         self.threads = ThreadBook()
         self.last_post_ms: int | None = None
         self.verdict: Verdict | None = None
-        self.snapshot: HealthSnapshot | None = None
+        # the last evaluation's snapshot, built only when read (see the snapshot property)
+        self._snapshot_obj: HealthSnapshot | None = None
+        self._snapshot_args: tuple[Any, ...] | None = None
         self.health_version = 0
         self.last_health_eval_ms: int | None = None
         # what the last emitted snapshot said, and its stream time (for the figure refresh)
@@ -175,6 +178,10 @@ class CommunityEngine:
         # when a past day changes (_days_epoch)
         self._days_epoch = 0
         self._day_cache: _DayCache | None = None
+        # members by the hour of their last post (heap of those hours), so pruning pops the
+        # expired hours instead of scanning every member; built at the first prune
+        self._members_by_last: dict[int, set[str]] | None = None
+        self._member_hours: list[int] = []
 
     # ------------------------------------------------------------------ API
 
@@ -286,6 +293,7 @@ class CommunityEngine:
         seen = self.members.get(actor)
         if seen is None:
             self.members[actor] = [occurred, occurred]
+            self._index_member(actor, None, occurred)
             return
         first, last = seen
         if occurred < first:
@@ -295,6 +303,35 @@ class CommunityEngine:
             seen[0] = occurred
         if occurred > last:
             seen[1] = occurred
+            self._index_member(actor, last, occurred)
+
+    def _index_member(self, actor: str, old_last: int | None, last: int) -> None:
+        index = self._members_by_last
+        if index is None:
+            return
+        if old_last is not None:
+            old = index.get(old_last)
+            if old is not None:
+                old.discard(actor)
+        actors = index.get(last)
+        if actors is None:
+            actors = index[last] = set()
+            heapq.heappush(self._member_hours, last)
+        actors.add(actor)
+
+    def _forget_members(self, floor_ms: int) -> None:
+        """Forget members whose last post is before ``floor_ms`` (same as scanning them all)."""
+        index = self._members_by_last
+        if index is None:
+            index = self._members_by_last = {}
+            for actor, (_, last) in self.members.items():
+                index.setdefault(last, set()).add(actor)
+            self._member_hours = list(index)
+            heapq.heapify(self._member_hours)
+        hours = self._member_hours
+        while hours and hours[0] < floor_ms:
+            for actor in index.pop(heapq.heappop(hours), ()):
+                del self.members[actor]
 
     def _thread_changed(
         self,
@@ -492,8 +529,7 @@ class CommunityEngine:
         )
         # members are referenced by the daily buckets of the last 28 d: never forget sooner
         member_floor = now - max(cfg.member_memory_ms, (_DETAIL_DAYS + 2) * DAY_MS)
-        for actor in [a for a, (_, last) in self.members.items() if last < member_floor]:
-            del self.members[actor]
+        self._forget_members(member_floor)
 
     # --------------------------------------------------------------- health
 
@@ -621,10 +657,25 @@ class CommunityEngine:
         if emit:
             self.health_version += 1
             self.emitted_figures, self.emitted_at_ms = figures, now
-        snap = self._snapshot(views, verdict, self.health_version, previous, wall_now_ms)
-        self.snapshot = snap
+        args = (views, verdict, self.health_version, previous, wall_now_ms, self.clock.now, self.last_post_ms)
         if emit:
+            self.snapshot = snap = self._snapshot(*args)
             em.health.append(snap)
+        else:
+            # most evaluations change nothing: keep what the snapshot needs, build it if read
+            self._snapshot_obj, self._snapshot_args = None, args
+
+    @property
+    def snapshot(self) -> HealthSnapshot | None:
+        """The snapshot of the last evaluation (None before the first)."""
+        if self._snapshot_obj is None and self._snapshot_args is not None:
+            self._snapshot_obj = self._snapshot(*self._snapshot_args)
+            self._snapshot_args = None
+        return self._snapshot_obj
+
+    @snapshot.setter
+    def snapshot(self, value: HealthSnapshot | None) -> None:
+        self._snapshot_obj, self._snapshot_args = value, None
 
     def _snapshot(
         self,
@@ -633,9 +684,14 @@ class CommunityEngine:
         version: int,
         previous: Verdict | None = None,
         wall_now_ms: int | None = None,
+        stream_now_ms: int | None = None,
+        last_post_ms: int | None = None,
     ) -> HealthSnapshot:
+        """``stream_now_ms``/``last_post_ms``: as of the evaluation (the engine's own when absent)."""
         i: HealthInputs = views["inputs"]
-        now = self.clock.now if self.clock.now is not None else 0
+        if stream_now_ms is None:
+            stream_now_ms, last_post_ms = self.clock.now, self.last_post_ms
+        now = stream_now_ms if stream_now_ms is not None else 0
         return HealthSnapshot(
             community_id=self.community_id,
             platform=self.platform,
@@ -659,7 +715,7 @@ class CommunityEngine:
             answered_within_sla_7d=i.answered_within_sla_7d,
             unanswered_threads=i.backlog_threads,
             oldest_unanswered_age_s=views["unanswered_oldest_s"],
-            last_post_at=ms_to_dt(self.last_post_ms) if self.last_post_ms is not None else None,
+            last_post_at=ms_to_dt(last_post_ms) if last_post_ms is not None else None,
             version=max(1, version),
         )
 

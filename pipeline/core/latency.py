@@ -105,9 +105,12 @@ class ThreadBook:
     can still be emitted may need it (pruned with the book). ``by_day``: thread ids
     by the UTC day of their start, for the 7-day health views. Window rows and
     health then look at a few dozen threads instead of every remembered one.
+    ``_day_views``: the answered view of each start day, kept until a thread of that
+    day changes, so health (evaluated every few minutes of stream time) rebuilds only
+    the days that moved (usually today) instead of every thread of the week.
     """
 
-    __slots__ = ("by_day", "open", "orphans", "recent", "threads")
+    __slots__ = ("_day_views", "by_day", "open", "orphans", "recent", "threads")
 
     def __init__(self) -> None:
         self.threads: dict[str, Thread] = {}
@@ -115,6 +118,7 @@ class ThreadBook:
         self.orphans: set[str] = set()  # replies seen, start not (yet)
         self.recent: set[str] = set()
         self.by_day: dict[int, set[str]] = {}
+        self._day_views: dict[int, list[Answered]] = {}
 
     def __len__(self) -> int:
         return len(self.threads)
@@ -128,6 +132,12 @@ class ThreadBook:
 
     def reindex(self, tid: str, thread: Thread, old_start_ms: int | None) -> None:
         """Call after a change to ``thread``."""
+        views = self._day_views
+        if views:
+            if old_start_ms is not None:
+                views.pop(_day(old_start_ms), None)
+            if thread.start_ms is not None:
+                views.pop(_day(thread.start_ms), None)
         if thread.start_ms != old_start_ms:
             if old_start_ms is not None:
                 day = self.by_day.get(_day(old_start_ms))
@@ -166,11 +176,19 @@ class ThreadBook:
         return [(threads[tid].start_ms or 0, None) for tid in self.open]
 
     def started_since(self, since_ms: int) -> list[Answered]:
-        tids: list[str] = []
+        out: list[Answered] = []
+        views = self._day_views
         for day, ids in self.by_day.items():
-            if day + _DAY_MS > since_ms:
-                tids.extend(ids)
-        return [a for a in self.answered_view(tids) if a[0] >= since_ms]
+            if day + _DAY_MS <= since_ms:
+                continue
+            view = views.get(day)
+            if view is None:
+                view = views[day] = self.answered_view(ids)
+            if day >= since_ms:
+                out += view
+            else:
+                out += [a for a in view if a[0] >= since_ms]
+        return out
 
     def prune(
         self,
@@ -204,6 +222,8 @@ class ThreadBook:
                 t = self.threads[tid]
                 if (t.start_ms or 0) < started_before_ms and tid not in self.open and tid not in self.recent:
                     drop.append(tid)
+        if drop:
+            self._day_views.clear()
         for tid in set(drop):
             t = self.threads.pop(tid)
             self.open.discard(tid)
