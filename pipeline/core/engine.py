@@ -71,6 +71,7 @@ batch: far fewer rows, and the same final results).
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +164,9 @@ class CommunityEngine:
         # what the last emitted snapshot said, and its stream time (for the figure refresh)
         self.emitted_figures: tuple[Any, ...] | None = None
         self.emitted_at_ms: int | None = None
+        # the last evaluation's figures differ from the emitted ones (a refresh is owed);
+        # unknown after a restore, so assumed
+        self._figures_pending = True
         self.pruned_hour: int | None = None
         # lifetime counters (also in every Emissions for the call)
         self.total_duplicates = 0
@@ -227,6 +231,53 @@ class CommunityEngine:
         if self.clock.now is not None:
             self._evaluate_health(em, wall_now_ms)
         return em
+
+    def next_due_wall_ms(self) -> int | None:
+        """Earliest wall time at which ``advance`` can emit or change anything (None: never).
+
+        Until then an ``advance`` changes no window, no health verdict and no emitted
+        figure, so a caller ticking many idle communities may skip this one: a health
+        pass then costs in proportion to the communities that can change, not to all of
+        them. Conservative (never later than the first change): the earliest stream time
+        at which a window becomes final or a health view moves (an hour or a day turns
+        while they hold posts, a thread crosses the SLA, leaves the 7 d view or the
+        horizon, the silence reaches ``dead``, a figure refresh falls due), mapped to the
+        wall clock through the stream clock's idle rule.
+        """
+        if self._dirty or self._held:
+            return 0
+        due = self._next_due_stream_ms()
+        return None if due is None else self.clock.wall_when(due)
+
+    def _next_due_stream_ms(self) -> int | None:
+        now = self.clock.now
+        if now is None:
+            return None
+        t = self.policy.thresholds
+        cfg = self.config
+        candidates: list[int] = []
+        if self._next_final_ms is not None:
+            candidates.append(self._next_final_ms)
+        last_post = self.last_post_ms
+        if last_post is not None:
+            hour = window_start(now, "1h")
+            if last_post >= hour - 24 * HOUR_MS:  # a post is in the 1 h / 24 h views
+                candidates.append(hour + HOUR_MS)
+            today = window_start(now, "1d")
+            if last_post >= today - (_DAYS_KEPT + 1) * DAY_MS:  # posts in the daily views
+                candidates.append(today + DAY_MS)
+            dead_at = last_post + math.floor(t.dead_after_s * 1000)
+            if dead_at > now:
+                candidates.append(dead_at)
+        if self._figures_pending and self.emitted_at_ms is not None:
+            candidates.append(self.emitted_at_ms + cfg.health_refresh_ms)
+        sla_ms = math.floor(t.sla_s * 1000)
+        horizon = cfg.thread_horizon_ms
+        for a_start, _ in self.threads.started_since(now - max(horizon, 7 * DAY_MS, sla_ms) - DAY_MS):
+            for at in (a_start + sla_ms, a_start + 7 * DAY_MS, a_start + horizon + 1):
+                if at > now:
+                    candidates.append(at)
+        return min(candidates) if candidates else None
 
     def health(self) -> HealthSnapshot:
         """The snapshot of the last evaluation (a community with no event yet: a fresh one)."""
@@ -657,6 +708,7 @@ class CommunityEngine:
         if emit:
             self.health_version += 1
             self.emitted_figures, self.emitted_at_ms = figures, now
+        self._figures_pending = figures != self.emitted_figures
         args = (views, verdict, self.health_version, previous, wall_now_ms, self.clock.now, self.last_post_ms)
         if emit:
             self.snapshot = snap = self._snapshot(*args)

@@ -119,6 +119,17 @@ class StreamClock:
         if idle > 0:
             self._raise(max(self.max_occurred_ms + idle, wall_now_ms - self.idle_after_ms))
 
+    def wall_when(self, stream_ms: int) -> int | None:
+        """Earliest wall time at which ``tick`` can make ``now`` reach ``stream_ms`` (None: never)."""
+        if self.now is not None and self.now >= stream_ms:
+            return 0
+        if self.max_occurred_ms is None or self.last_arrival_wall_ms is None:
+            return None
+        # once idle, tick raises now to the wall clock - idle_after_ms, plus how far the
+        # newest event was ahead of its arrival
+        ahead = max(0, self.max_occurred_ms - self.last_arrival_wall_ms)
+        return max(self.last_arrival_wall_ms + self.idle_after_ms + 1, stream_ms + self.idle_after_ms - ahead)
+
     def observe(self, occurred_ms: int, wall_now_ms: int) -> None:
         if self.max_occurred_ms is None or occurred_ms > self.max_occurred_ms:
             self.max_occurred_ms = occurred_ms
