@@ -10,6 +10,7 @@ never talks to Kafka itself.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -114,25 +115,67 @@ def encode_tick(wall_ms: int, *, advance: bool = True) -> bytes:
     return json.dumps({"wall_ms": wall_ms, "advance": advance}).encode()
 
 
-class Processor:
-    """Per-community engines for the partitions this worker owns."""
+# engines kept in memory; the others live only in the state table (RocksDB) and are read
+# back when an event or a due health check needs them, so memory follows the active
+# communities, not all of them
+MAX_RESIDENT_ENGINES = 5_000
+# communities of unknown due time (found in the table after a start or a rebalance)
+# loaded per tick and partition: a restart with many communities is not one long stall
+ADOPT_PER_TICK = 2_000
 
-    def __init__(self, directory: Directory, load: LoadState, partitions: int) -> None:
+
+class Processor:
+    """Per-community engines for the partitions this worker owns.
+
+    Engines live in an LRU of at most ``max_engines``; one is dropped only when it owes
+    nothing (no event applied since its last flush, no save in the step's result that the
+    caller may not have written yet). A tick advances only the communities whose engine
+    says something can change by now (``next_due_wall_ms``, kept per community here), so
+    the health pass costs in proportion to what can change, and silent communities still
+    turn dead on time.
+    """
+
+    def __init__(
+        self,
+        directory: Directory,
+        load: LoadState,
+        partitions: int,
+        max_engines: int = MAX_RESIDENT_ENGINES,
+    ) -> None:
         self.directory = directory
         self._load = load
         self.partitions = partitions
-        self._engines: dict[str, CommunityEngine] = {}
+        self.max_engines = max_engines
+        self._engines: OrderedDict[str, CommunityEngine] = OrderedDict()
         self._by_partition: dict[int, set[str]] = {}
+        self._partition_of: dict[str, int] = {}  # murmur2 in pure Python: computed once per community
+        # wall ms from which a tick must advance the community (None: not before its next event);
+        # absent: unknown (adopted from the table, not loaded yet)
+        self._due: dict[str, int | None] = {}
         self._health: dict[str, HealthSnapshot] = {}
         self._stale: set[str] = set()  # communities whose figures changed since health was last computed
         self.newest_event_ms: int | None = None  # for the stream-lag gauge
         self._dirty: dict[int, set[str]] = {}  # partition -> communities applied to since the last flush
+        # communities whose state is in a result the caller has not written yet: never dropped
+        self._unsaved: set[str] = set()
 
     # -- engines --------------------------------------------------------------
+
+    def partition_of(self, community_id: str) -> int:
+        part = self._partition_of.get(community_id)
+        if part is None:
+            part = self._partition_of[community_id] = partition_for(community_id, self.partitions)
+        return part
+
+    @property
+    def resident(self) -> int:
+        """Engines in memory now."""
+        return len(self._engines)
 
     def _engine(self, community_id: str, event: CanonicalEvent | None = None) -> CommunityEngine | None:
         engine = self._engines.get(community_id)
         if engine is not None:
+            self._engines.move_to_end(community_id)
             return engine
         policy = self.directory.policy_for(community_id)
         data = self._load(community_id)
@@ -143,16 +186,34 @@ class Processor:
             engine = CommunityEngine(community_id, event.platform, event.space_id, policy, EMIT_ON_FLUSH)
         else:
             return None
+        self._evict(self.max_engines - 1)
         self._engines[community_id] = engine
         self._stale.add(community_id)
-        self._by_partition.setdefault(partition_for(community_id, self.partitions), set()).add(community_id)
+        self._by_partition.setdefault(self.partition_of(community_id), set()).add(community_id)
         return engine
+
+    def _evict(self, keep: int) -> None:
+        """Drop the least recently used engines that owe nothing until ``keep`` remain."""
+        excess = len(self._engines) - keep
+        if excess <= 0:
+            return
+        drop: list[str] = []
+        for community_id in self._engines:
+            if len(drop) >= excess:
+                break
+            if community_id in self._unsaved or community_id in self._dirty.get(self.partition_of(community_id), ()):
+                continue
+            drop.append(community_id)
+        for community_id in drop:
+            engine = self._engines.pop(community_id)
+            if community_id in self._stale:  # its last health stays exported
+                self._health[community_id] = engine.health()
+                self._stale.discard(community_id)
 
     def adopt(self, community_ids: Iterable[str]) -> None:
         """Make known communities (found in the state table) part of idle advancing."""
         for community_id in community_ids:
-            part = partition_for(community_id, self.partitions)
-            self._by_partition.setdefault(part, set()).add(community_id)
+            self._by_partition.setdefault(self.partition_of(community_id), set()).add(community_id)
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Drop cached engines of partitions we no longer own; the table is the truth."""
@@ -161,12 +222,16 @@ class Processor:
             for community_id in self._by_partition.pop(part, set()):
                 self._engines.pop(community_id, None)
                 self._health.pop(community_id, None)
+                self._due.pop(community_id, None)
                 self._stale.discard(community_id)
+                self._unsaved.discard(community_id)
 
     # -- steps ----------------------------------------------------------------
 
     def handle_event(self, value: bytes | None, wall_ms: int) -> StepResult:
         """Apply one event; its windows are emitted and its state saved at the next flush."""
+        self._unsaved.clear()  # the caller wrote the last step's saves before this step
+        self._evict(self.max_engines)  # engines flushed since the last step may go now
         event = decode_event(value)
         if self.newest_event_ms is None or event.occurred_ms > self.newest_event_ms:
             self.newest_event_ms = event.occurred_ms
@@ -179,7 +244,7 @@ class Processor:
             raise Unprocessable(
                 f"engine failed on event {event.event_id}: {type(exc).__name__}: {exc}", "processing"
             ) from exc
-        self._dirty.setdefault(partition_for(event.community_id, self.partitions), set()).add(event.community_id)
+        self._dirty.setdefault(self.partition_of(event.community_id), set()).add(event.community_id)
         return result
 
     def flush(self, partition: int, wall_ms: int) -> StepResult:
@@ -197,25 +262,47 @@ class Processor:
                 continue
             result.add(engine.advance(wall_ms))
             result.saves.append((community_id, engine.to_state()))
+            self._unsaved.add(community_id)
+            self._due[community_id] = engine.next_due_wall_ms()
             self._stale.add(community_id)
         return result
 
     def handle_tick(self, partition: int, wall_ms: int) -> StepResult:
-        """Advance every community of the partition with the wall clock (idle ones too)."""
+        """Advance the partition's communities with the wall clock where something can change.
+
+        Idle ones too: their engine said when a window closes or a health view moves
+        (``next_due_wall_ms``), so a silent community turns dead on the first tick after
+        that, without its engine staying in memory until then.
+        """
+        self._unsaved.clear()
+        self._evict(self.max_engines)
         result = self.flush(partition, wall_ms)
-        for community_id in sorted(self._by_partition.get(partition, ())):
+        due_now: list[str] = []
+        unknown: list[str] = []
+        for community_id in self._by_partition.get(partition, ()):
+            if community_id not in self._due:
+                unknown.append(community_id)
+                continue
+            due = self._due[community_id]
+            if due is not None and due <= wall_ms:
+                due_now.append(community_id)
+        due_now += sorted(unknown)[:ADOPT_PER_TICK]
+        for community_id in sorted(due_now):
             engine = self._engine(community_id)
             if engine is None:
+                self._due[community_id] = None
                 continue
             emissions = engine.advance(wall_ms)
+            self._due[community_id] = engine.next_due_wall_ms()
             if emissions.windows or emissions.health or emissions.first_responses:
                 result.add(emissions)
                 result.saves.append((community_id, engine.to_state()))
+                self._unsaved.add(community_id)
                 self._stale.add(community_id)
         return result
 
     def current_health(self) -> list[HealthSnapshot]:
-        """Latest health of every loaded community; recomputed only where something changed."""
+        """Latest health of every known community; recomputed only where something changed."""
         for community_id in self._stale:
             engine = self._engines.get(community_id)
             if engine is not None:
