@@ -18,9 +18,11 @@ visible" has one unambiguous meaning:
                   store belongs to the worker process) has hourly window rows whose posts sum to >= k
 
 /metrics is scraped every ``--metrics-poll`` seconds (a scrape renders every community's series
-on the worker's event loop, so not too often), the read API polled every ``--poll`` seconds; a
-latency is the time from the gateway's 2xx answer for post k to the poll answer that first shows
-it (so it over-states by up to one poll interval). A probe channel pauses a random 0..``--gap``
+on the worker's event loop, so not too often); the read API gets one request every ``--poll``
+seconds, for the waiting probe polled longest ago (each request is four chDB queries in the
+worker). A latency is the time from the gateway's 2xx answer for post k to the poll answer that
+first shows it, so it over-states by up to one poll interval (times the probes waiting at once,
+for the read API). A probe channel pauses a random 0..``--gap``
 seconds between posts, so probes do not fall in step with the worker's 5 s metrics export.
 
 Levels: first ``--idle-seconds`` with probes only (the floor set by flush, export and sink
@@ -284,17 +286,25 @@ class Prober:
             await asyncio.sleep(max(0.0, self.metrics_poll - (time.monotonic() - started)))
 
     async def poll_clickhouse(self, client: httpx.AsyncClient) -> None:
+        """One read-API request per ``poll`` seconds in all, for the waiting probe polled longest ago.
+
+        Each request is four chDB queries in the worker process: polling every waiting probe at once
+        would load the worker most exactly when it is behind (all probes waiting).
+        """
+        last: dict[str, float] = {}
         while not self.stop.is_set():
             started = time.monotonic()
             waiting = [p for p in self.probes if p.seen_clickhouse < p.posts]
-            for probe in waiting:
+            if waiting:
+                probe = min(waiting, key=lambda p: last.get(p.community_id, 0.0))
+                last[probe.community_id] = started
                 try:
                     r = await client.get(f"{self.worker}/api/communities/{probe.community_id}")
+                    if r.status_code == 200:
+                        posts = sum(int(w.get("posts") or 0) for w in r.json().get("hourly", []))
+                        probe.seen_clickhouse = max(probe.seen_clickhouse, posts)
                 except httpx.HTTPError:
-                    continue
-                if r.status_code == 200:
-                    posts = sum(int(w.get("posts") or 0) for w in r.json().get("hourly", []))
-                    probe.seen_clickhouse = max(probe.seen_clickhouse, posts)
+                    pass
             await asyncio.sleep(max(0.0, self.poll - (time.monotonic() - started)))
 
     async def send(self, client: httpx.AsyncClient, probe: Probe) -> float:
@@ -609,14 +619,14 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of traffic before measuring (default 10)")
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="probes-only baseline (default 20)")
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="most seconds to wait for a backlog")
-    parser.add_argument("--communities", type=int, default=100, help="communities of the background traffic")
+    parser.add_argument("--communities", type=int, default=50, help="traffic communities (default 50)")
     parser.add_argument("--probes", type=int, default=8, help="probe channels (default 8)")
     parser.add_argument("--gap", type=float, default=5.0,
                         help="most seconds a probe channel pauses between posts, chosen at random (default 5)")
-    parser.add_argument("--poll", type=float, default=0.25,
-                        help="seconds between polls of the read API per waiting probe (default 0.25)")
-    parser.add_argument("--metrics-poll", type=float, default=0.5,
-                        help="seconds between scrapes of /metrics (default 0.5; a scrape blocks the worker's loop)")
+    parser.add_argument("--poll", type=float, default=0.2,
+                        help="seconds between read-API requests, for all waiting probes together (default 0.2)")
+    parser.add_argument("--metrics-poll", type=float, default=1.0,
+                        help="seconds between scrapes of /metrics (default 1; a scrape blocks the worker's loop)")
     parser.add_argument("--concurrency", type=int, default=64, help="connections of the load generator")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=None, help="use this Kafka instead of starting one")
