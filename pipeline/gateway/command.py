@@ -8,6 +8,11 @@ token), GET /healthz, /readyz (200 only while Kafka answers), /metrics and
 A delivery is answered 2xx only after Kafka acknowledged it (acks=all); when
 Kafka is down or slow past PULSE_PRODUCE_TIMEOUT_S the answer is 503 with
 Retry-After, so the platform retries. Binds PULSE_GATEWAY_HOST:PULSE_GATEWAY_PORT.
+
+--workers N runs N gateway processes on the same port (uvicorn's supervisor,
+which restarts a worker that dies): one Python process is limited to about one
+core by its interpreter lock. Each worker has its own Kafka producer and its
+own metrics, so with N > 1 a /metrics scrape sees the worker that answered it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from pipeline.config import Settings
 
 HELP = "serve the webhook gateway (HTTP -> Kafka)"
 
+# the app every worker process builds from the environment (settings are PULSE_* variables)
+APP_FACTORY = "pipeline.gateway.command:app_from_environment"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default: PULSE_GATEWAY_HOST)")
@@ -25,30 +33,82 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--access-log", action="store_true", help="log every request (off by default: it costs throughput)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway processes sharing the port (default 1); each has its own Kafka producer and metrics",
+    )
+
+
+def app_from_environment() -> object:
+    """The gateway app of one worker process, from the PULSE_* environment (uvicorn factory)."""
+    import logging
+
+    from pipeline import config
+    from pipeline.gateway.app import create_app
+    from pipeline.gateway.producer import KafkaDeliveryProducer
+
+    settings = config.load()
+    # a worker process does not run pulse's main(): the same logging setup as the CLI
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    return create_app(settings, KafkaDeliveryProducer(settings))
+
+
+def serve(
+    app: object,
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    log_level: str = "info",
+    access_log: bool = False,
+    timeout_keep_alive: int = 5,
+) -> None:
+    """Run ``app``: an ASGI app, or the import string of an app factory (needed for ``workers`` > 1)."""
+    import uvicorn
+
+    if workers > 1 and not isinstance(app, str):
+        raise ValueError("several workers need the app as the import string of a factory")
+    options: dict[str, object] = {"factory": True} if isinstance(app, str) else {}
+    if workers > 1:
+        options["workers"] = workers
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        # the gateway answers fast or 503s; do not let slow clients hold connections forever
+        timeout_keep_alive=timeout_keep_alive,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
-    import uvicorn
-
     from pipeline.gateway.app import create_app
     from pipeline.gateway.producer import KafkaDeliveryProducer
 
+    if args.workers < 1:
+        print("pulse gateway: --workers must be at least 1", file=sys.stderr)
+        return 2
     try:
+        # built here even with several workers: a bad setting fails once, before any process starts
         app = create_app(settings, KafkaDeliveryProducer(settings))
     except ValueError as exc:  # e.g. an invalid PULSE_COMMUNITIES_FILE (DirectoryError)
         print(f"pulse gateway: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        app,
+    serve(
+        app if args.workers == 1 else APP_FACTORY,
         host=args.host or settings.gateway_host,
         port=args.port or settings.gateway_port,
+        workers=args.workers,
         log_level=settings.log_level.lower(),
         access_log=bool(args.access_log),
-        # the gateway answers fast or 503s; do not let slow clients hold connections forever
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-        server_header=False,
     )
     return 0

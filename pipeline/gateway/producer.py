@@ -126,6 +126,11 @@ def records_for(
     return out
 
 
+def _expire(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_exception(TimeoutError())
+
+
 class _Inbox:
     """Results handed from another thread to one event loop, with one wake-up per burst."""
 
@@ -154,6 +159,44 @@ class _Inbox:
                 future.set_result(None)
             else:
                 future.set_exception(error)
+
+
+def _partitioner() -> Any:
+    """kafka-python's partitioner for our two kinds of records, with the hashing cached.
+
+    Keyed records (events, key = community_id) go where kafka-python's DefaultPartitioner (murmur2,
+    as the Java client) sends them, so replays and other producers agree; the pure-Python hash of
+    each key is computed once per partition count. Keyless records (raw deliveries) stick to one
+    partition until its batch is sent (KIP-480): kafka-python's default spreads them at random, which
+    made every produce request carry a small batch for each of the topic's partitions.
+    """
+    from kafka.partitioner.sticky import StickyPartitioner
+
+    class CachingStickyPartitioner(StickyPartitioner):
+        MAX_KEYS = 100_000
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._by_key: dict[tuple[str, bytes, int], int] = {}
+
+        def partition(
+            self, topic: str, key: Any, serialized_key: bytes | None, value: Any, serialized_value: Any, cluster: Any
+        ) -> int:
+            if serialized_key is None:
+                return int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
+            partitions = cluster.partitions_for_topic(topic)
+            if partitions is None:
+                raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+            cache_key = (topic, serialized_key, len(partitions))
+            found = self._by_key.get(cache_key)
+            if found is None or found not in partitions:
+                found = int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
+                if len(self._by_key) >= self.MAX_KEYS:
+                    self._by_key.clear()
+                self._by_key[cache_key] = found
+            return found
+
+    return CachingStickyPartitioner()
 
 
 class KafkaDeliveryProducer:
@@ -205,6 +248,7 @@ class KafkaDeliveryProducer:
             reconnect_backoff_max_ms=1000,
             # kafka-python's own sensors cost CPU on every batch and we never read them
             metrics_enabled=False,
+            partitioner=_partitioner(),
         )
 
     async def start(self) -> None:
@@ -275,7 +319,12 @@ class KafkaDeliveryProducer:
                     loop.run_in_executor(self._executor, self._send_all, producer, records, loop, done),
                     timeout=max(deadline - loop.time(), 0.001),
                 )
-            await asyncio.wait_for(done, timeout=max(deadline - loop.time(), 0.001))
+            # one timer instead of asyncio.wait_for: this runs for every delivery
+            timer = loop.call_at(deadline, _expire, done)
+            try:
+                await done
+            finally:
+                timer.cancel()
         except TimeoutError:
             self._mark(False)
             raise ProduceUnavailable("kafka did not acknowledge in time", timeout=True) from None
