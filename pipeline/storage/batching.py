@@ -13,9 +13,12 @@ and how to find the rows ClickHouse refuses inside a batch.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import operator
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 R = TypeVar("R")
 
@@ -64,11 +67,24 @@ class Backoff:
         return min(self.max_s, self.initial_s * self.factor ** min(attempt - 1, 64))
 
 
-class Source(NamedTuple):
-    """Where a message came from (enough to dead-letter it and to commit past it).
+class Record(Protocol):
+    """Where a message came from (enough to dead-letter it and to commit past it): a ``Source``,
+    or the consumer's own record, kept as it is (no copy per message on the sink's hot path)."""
 
-    A NamedTuple, not a dataclass: one is built per message on the sink's hot path.
-    """
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+class Source(NamedTuple):
+    """A ``Record`` built by hand."""
 
     topic: str
     partition: int
@@ -79,7 +95,7 @@ class Source(NamedTuple):
 
 @dataclass(frozen=True)
 class DeadLetter:
-    source: Source
+    source: Record
     stage: str  # "decode" or "insert"
     reason: str
 
@@ -87,7 +103,7 @@ class DeadLetter:
 @dataclass
 class Batch(Generic[R]):
     rows: dict[str, list[R]] = field(default_factory=dict)
-    sources: dict[str, list[Source]] = field(default_factory=dict)
+    sources: dict[str, list[Record]] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -95,7 +111,7 @@ class Batch(Generic[R]):
     nbytes: int = 0
     opened_at: float | None = None
 
-    def _seen(self, source: Source, size: int, now: float) -> None:
+    def _seen(self, source: Record, size: int, now: float) -> None:
         tp = (source.topic, source.partition)
         self.first_offsets.setdefault(tp, source.offset)
         self.next_offsets[tp] = max(self.next_offsets.get(tp, 0), source.offset + 1)
@@ -104,12 +120,27 @@ class Batch(Generic[R]):
         if self.opened_at is None:
             self.opened_at = now
 
-    def add_row(self, table: str, row: R, source: Source, now: float) -> None:
+    def add_row(self, table: str, row: R, source: Record, now: float) -> None:
         self.rows.setdefault(table, []).append(row)
         self.sources.setdefault(table, []).append(source)
         self._seen(source, len(source.value or b""), now)
 
-    def skip(self, source: Source, now: float) -> None:
+    def add_rows(self, table: str, rows: list[R], sources: list[Record], nbytes: int, now: float) -> None:
+        """``add_row`` for many rows of one partition at once, ``sources`` in offset order."""
+        if not rows:
+            return
+        self.rows.setdefault(table, []).extend(rows)
+        self.sources.setdefault(table, []).extend(sources)
+        first, last = sources[0], sources[-1]
+        tp = (first.topic, first.partition)
+        self.first_offsets.setdefault(tp, first.offset)
+        self.next_offsets[tp] = max(self.next_offsets.get(tp, 0), last.offset + 1)
+        self.count += len(rows)
+        self.nbytes += nbytes
+        if self.opened_at is None:
+            self.opened_at = now
+
+    def skip(self, source: Record, now: float) -> None:
         """A message with nothing to store (a tombstone): only commit past it."""
         self._seen(source, 0, now)
 
@@ -124,9 +155,15 @@ class Batch(Generic[R]):
         topic recreated from offset 0 can never have new rows taken for an old batch.
         """
         digest = hashlib.sha256(table.encode())
-        for s in sorted(self.sources.get(table, []), key=lambda s: (s.topic, s.partition, s.offset)):
-            digest.update(f"\x1f{s.topic}\x1f{s.partition}\x1f{s.offset}\x1f".encode())
-            digest.update(s.value or b"")
+        ordered = sorted(self.sources.get(table, []), key=operator.attrgetter("topic", "partition", "offset"))
+        for (topic, partition), group in itertools.groupby(ordered, operator.attrgetter("topic", "partition")):
+            records = list(group)
+            digest.update(f"\x1f{topic}\x1f{partition}\x1f".encode())
+            digest.update(array("q", [r.offset for r in records]).tobytes())
+            for r in records:  # each value with its length: no two lists of values hash alike
+                value = r.value or b""
+                digest.update(len(value).to_bytes(8, "little"))
+                digest.update(value)
         return f"pulse-sink:{table}:{digest.hexdigest()[:40]}"
 
 

@@ -36,6 +36,7 @@ from pipeline.storage.batching import (
     Batch,
     BatchPolicy,
     DeadLetter,
+    Record,
     Source,
     describe_error,
     insert_isolating,
@@ -212,12 +213,36 @@ class Sink:
 
     def _add_records(self, records: dict[Any, list[Any]]) -> None:
         now = time.monotonic()
+        batch = self._batch
         for tp, messages in records.items():
             table = self._tables.get(tp.topic)
-            for message in messages:
-                self._add(table, message, now)
+            if table is None:
+                for message in messages:
+                    self._add_odd(None, message, now)
+                continue
+            insert_row = table.insert_row
+            rows: list[Row] = []
+            sources: list[Record] = []
+            nbytes = 0
+            for message in messages:  # the hot path: one partition's records, in offset order
+                value = message.value
+                try:
+                    row = insert_row(value) if value is not None else None
+                except RowError:
+                    row = None
+                if row is None:
+                    # flush what came before, so that offsets stay in order, then the odd one
+                    batch.add_rows(table.name, rows, sources, nbytes, now)
+                    rows, sources, nbytes = [], [], 0
+                    self._add_odd(table, message, now)
+                    continue
+                rows.append(row)
+                sources.append(message)  # the consumer's record is the Source (topic, offset, ...)
+                nbytes += len(value)
+            batch.add_rows(table.name, rows, sources, nbytes, now)
 
-    def _add(self, table: Table | None, message: Any, now: float) -> None:
+    def _add_odd(self, table: Table | None, message: Any, now: float) -> None:
+        """A tombstone, a message of no table's topic, or one that does not decode."""
         source = Source(message.topic, message.partition, message.offset, message.key, message.value)
         if message.value is None:
             self._batch.skip(source, now)  # a tombstone of a compacted topic: nothing to store
