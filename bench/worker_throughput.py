@@ -35,12 +35,14 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kafka import KafkaProducer  # noqa: E402
 
+from bench.figures import Figure, Report, write  # noqa: E402
 from pipeline import topics  # noqa: E402
 from pipeline.core.engine import CommunityEngine  # noqa: E402
 from pipeline.core.stackexchange import events_from_rows  # noqa: E402
@@ -91,6 +93,66 @@ async def bare_consume(bootstrap: str, topic: str, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+def _noop_agent(bootstrap: str, topic: str, n: int, out: str, datadir: str) -> None:
+    """The ceiling for any Faust agent: iterate the same topic, ack, do nothing (subprocess)."""
+    import faust
+
+    app = faust.App(
+        f"bench-noop-{time.time_ns()}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=datadir,
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=True,
+    )
+    source = app.topic(topic, key_type=bytes, value_type=bytes)
+    seen = 0
+    started = cpu_started = 0.0
+
+    @app.agent(source)
+    async def noop(stream: Any) -> None:
+        nonlocal seen, started, cpu_started
+        async for _event in stream.events():
+            if not seen:
+                started, cpu_started = time.perf_counter(), time.process_time()
+            seen += 1
+            if seen == n:
+                # the first message is not timed: same rule as for the worker
+                rate = (n - 1) / (time.perf_counter() - started)
+                cpu_us = (time.process_time() - cpu_started) / (n - 1) * 1e6
+                Path(out).write_text(f"{rate} {cpu_us}")
+
+    faust.Worker(app, loglevel="WARNING", quiet=True, override_logging=False).execute_from_commandline()
+
+
+def noop_agent_rate(bootstrap: str, topic: str, n: int, workdir: Path) -> tuple[float, float]:
+    """(messages/s, CPU µs per message of the whole process)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / "noop-rate"
+    log = open(workdir / "noop.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--noop-agent", bootstrap, topic, str(n), str(out), str(workdir / "noop")],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if out.exists() and out.read_text():
+                rate, cpu_us = out.read_text().split()
+                return float(rate), float(cpu_us)
+            if process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise SystemExit(f"no-op agent did not finish; see {workdir / 'noop.log'}")
+    finally:
+        terminate(process.pid, 30.0, process)
+        log.close()
+
+
 def _processed(port: int) -> float:
     import httpx
 
@@ -105,7 +167,15 @@ def _processed(port: int) -> float:
     return total
 
 
-def worker_rate(bootstrap: str, prefix: str, n: int, workdir: Path) -> float:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_rate(bootstrap: str, prefix: str, n: int, workdir: Path) -> tuple[float, float]:
+    """(events/s, CPU µs per event of the whole worker process), from its first event to its last."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env.update(
@@ -127,9 +197,11 @@ def worker_rate(bootstrap: str, prefix: str, n: int, workdir: Path) -> float:
         while time.monotonic() < deadline:
             done = _processed(port)
             if done > 0 and first_at is None:
-                first_at, first_done = time.perf_counter(), done
+                first_at, first_done, first_cpu = time.perf_counter(), done, _cpu_s(process.pid)
             if done >= n:
-                return (n - first_done) / (time.perf_counter() - first_at)  # type: ignore[operator]
+                elapsed = time.perf_counter() - first_at  # type: ignore[operator]
+                cpu = _cpu_s(process.pid) - first_cpu
+                return (n - first_done) / elapsed, cpu / (n - first_done) * 1e6
             time.sleep(0.2)
         raise SystemExit(f"worker did not finish; see {workdir / 'worker.log'}")
     finally:
@@ -142,76 +214,170 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def state_sizes(counts: list[int]) -> list[tuple[int, float, float]]:
+def _community_events(i: int, base: datetime) -> list[CanonicalEvent]:
+    """10 posts over about 3 days (threads and replies by a handful of members)."""
+    cid = f"c{i}"
+    return [
+        CanonicalEvent(
+            event_id=f"{cid}-{j}",
+            platform="bench",
+            space_id="space",
+            community_id=cid,
+            kind="thread_started" if j % 4 == 0 else "reply",
+            actor_id=f"u{(i + j) % 7}",
+            thread_id=f"t{j // 4}",
+            occurred_at=base + timedelta(hours=7 * j),
+        )
+        for j in range(10)
+    ]
+
+
+def resident_engine_memory(n: int) -> float:
+    """Bytes of resident memory per engine when every engine stays in memory (no LRU)."""
     base = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = []
-    for n in counts:
-        rss_before = _rss_bytes()
-        engines = []
-        total_bytes = 0
-        for i in range(n):
-            cid = f"c{i}"
-            engine = CommunityEngine(cid, "bench", "space")
-            for j in range(10):
-                kind = "thread_started" if j % 4 == 0 else "reply"
-                event = CanonicalEvent(
-                    event_id=f"{cid}-{j}",
-                    platform="bench",
-                    space_id="space",
-                    community_id=cid,
-                    kind=kind,
-                    actor_id=f"u{(i + j) % 7}",
-                    thread_id=f"t{j // 4}",
-                    occurred_at=base + timedelta(hours=7 * j),
-                )
-                engine.apply(event, int(time.time() * 1000))
-            total_bytes += len(engine.to_state())
-            engines.append(engine)
-        rows.append((n, total_bytes / n, (_rss_bytes() - rss_before) / n))
-        del engines
-    return rows
+    wall = int(time.time() * 1000)
+    rss_before = _rss_bytes()
+    engines = []
+    for i in range(n):
+        engine = CommunityEngine(f"c{i}", "bench", "space")
+        for event in _community_events(i, base):
+            engine.apply(event, wall)
+        engines.append(engine)
+    per = (_rss_bytes() - rss_before) / n
+    del engines
+    return per
+
+
+def worker_state(n: int, workdir: Path) -> tuple[float, float, int]:
+    """The worker's Processor over a RocksDB table (rocksdict, what Faust's store uses) for
+    n communities of 10 events each, flushed as the worker does (saves written to the table).
+
+    Returns (saved state bytes per community, resident memory per community, engines in memory).
+    """
+    from rocksdict import Rdict
+
+    from pipeline.communities import load_directory
+    from pipeline.worker.processing import Processor
+
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    wall = int(time.time() * 1000)
+    rss_before = _rss_bytes()
+    table = Rdict(str(workdir / f"table-{n}"))
+
+    def load(community_id: str) -> bytes | None:
+        value: bytes | None = table.get(community_id.encode())
+        return value
+
+    processor = Processor(load_directory(None), load, topics.EVENT_PARTITIONS)
+    state_bytes = 0
+    for i in range(n):
+        for event in _community_events(i, base):
+            processor.handle_event(event.to_json_bytes(), wall)
+        if i % 200 == 199 or i == n - 1:
+            for part in range(topics.EVENT_PARTITIONS):
+                for community_id, state in processor.flush(part, wall).saves:
+                    table[community_id.encode()] = state
+                    state_bytes += len(state)
+    processor.current_health()  # what the metrics export keeps per community
+    per = (_rss_bytes() - rss_before) / n
+    resident = processor.resident
+    table.close()
+    del processor
+    return state_bytes / n, per, resident
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--noop-agent"]:
+        bootstrap, topic, n, out, datadir = sys.argv[2:7]
+        _noop_agent(bootstrap, topic, int(n), out, datadir)
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--state-communities", default="10000,100000")
     parser.add_argument("--state-only", action="store_true", help="only the state-size part")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures there (bench.figures.Report)")
     args = parser.parse_args()
-    if args.state_only:
-        _print_state(args.state_communities)
-        return
+    report = Report("worker", "bench/worker_throughput.py " + " ".join(sys.argv[1:]))
+    if not args.state_only:
+        _throughput(args.events, args.rounds, report)
+    _state(args.state_communities, report)
+    write(args.json, report)
 
-    events = load_events(args.events)
+
+def _throughput(n_events: int, rounds: int, report: Report) -> None:
+    events = load_events(n_events)
     workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-worker-"))
     broker = KafkaBroker(workdir / "kafka", free_port(), free_port(), die_with_parent=True)
+    bare: list[float] = []
+    noop: list[float] = []
+    worker: list[float] = []
+    noop_cpu: list[float] = []
+    worker_cpu: list[float] = []
     try:
         broker.start()
         broker.wait_ready(120)
-        bare, worker = [], []
-        for r in range(args.rounds):
+        for r in range(rounds):
             prefix = f"bench{r}."
             create_topics(broker.bootstrap, prefix)
             produce(broker.bootstrap, prefix, events)
-            bare.append(asyncio.run(bare_consume(broker.bootstrap, prefix + topics.EVENTS, len(events))))
-            worker.append(worker_rate(broker.bootstrap, prefix, len(events), workdir / f"round{r}"))
-            print(f"round {r + 1}: bare {bare[-1]:,.0f} msg/s, worker {worker[-1]:,.0f} events/s", flush=True)
+            source = prefix + topics.EVENTS
+            bare.append(asyncio.run(bare_consume(broker.bootstrap, source, len(events))))
+            rate, cpu = noop_agent_rate(broker.bootstrap, source, len(events), workdir / f"noop{r}")
+            noop.append(rate)
+            noop_cpu.append(cpu)
+            rate, cpu = worker_rate(broker.bootstrap, prefix, len(events), workdir / f"round{r}")
+            worker.append(rate)
+            worker_cpu.append(cpu)
+            print(
+                f"round {r + 1}: bare {bare[-1]:,.0f} msg/s, no-op Faust agent {noop[-1]:,.0f} msg/s "
+                f"({noop_cpu[-1]:,.0f} µs CPU/msg), worker {worker[-1]:,.0f} events/s ({worker_cpu[-1]:,.0f} µs "
+                f"CPU/event) (load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    b, w = statistics.median(bare), statistics.median(worker)
-    print(f"\nworker throughput ({len(events):,} real events, median of {args.rounds} rounds)")
+    b, o, w = statistics.median(bare), statistics.median(noop), statistics.median(worker)
+    oc, wc = statistics.median(noop_cpu), statistics.median(worker_cpu)
+    print(f"\nworker throughput ({len(events):,} real events, median of {rounds} rounds)")
     print(f"  bare aiokafka consumer  {b:>10,.0f} msg/s")
-    print(f"  pulse worker            {w:>10,.0f} events/s")
+    print(f"  no-op Faust agent       {o:>10,.0f} msg/s   ({o / b:.1%} of bare: the ceiling of any Faust agent)")
+    print(f"  pulse worker            {w:>10,.0f} events/s   ({w / o:.1%} of the no-op agent)")
     print(f"  worker / bare           {w / b:>10.1%}   (target >= 50%)")
-    _print_state(args.state_communities)
+    print(f"  CPU per message: no-op Faust agent {oc:,.0f} µs, worker {wc:,.0f} µs (whole process, all threads)")
+    bare_name = "bare aiokafka consumer"
+    report.notes.append(f"{len(events):,} real Stack Exchange events, 12 communities; median of {rounds} rounds")
+    report.add(Figure(bare_name, b, "msg/s"))
+    report.add(Figure("no-op Faust agent", o, "msg/s", bare_name, b))
+    report.add(Figure("worker", w, "events/s", bare_name, b, ">= 50 % of bare", w >= 0.5 * b))
+    report.add(Figure("worker vs no-op Faust agent", w, "events/s", "no-op Faust agent", o))
+    # CPU per event does not depend on how loaded the machine is (rates do)
+    report.add(Figure("worker CPU per event", wc, "µs", "no-op Faust agent CPU per message", oc))
 
 
-def _print_state(counts: str) -> None:
+def _state(counts: str, report: Report) -> None:
+    sizes = [int(x) for x in counts.split(",")]
     print("\nstate per community (10 events over ~3 days each)")
-    for n, state_b, rss_b in state_sizes([int(x) for x in counts.split(",")]):
-        print(f"  {n:>7,} communities: to_state {state_b:,.0f} B/community, memory {rss_b / 1024:,.1f} KiB/community")
+    engine_b = resident_engine_memory(min(sizes))
+    print(f"  one engine in memory: {engine_b / 1024:,.1f} KiB (all {min(sizes):,} kept resident)")
+    report.add(Figure("memory per resident engine", engine_b / 1024, "KiB"))
+    workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-state-"))
+    try:
+        for n in sizes:
+            state_b, rss_b, resident = worker_state(n, workdir)
+            print(
+                f"  {n:>7,} communities: saved state {state_b:,.0f} B/community; worker memory "
+                f"{rss_b / 1024:,.2f} KiB/community ({resident:,} engines in memory, the rest in RocksDB)"
+            )
+            report.add(Figure(f"state per community at {n:,}", state_b, "B"))
+            report.add(Figure(f"memory per community at {n:,}", rss_b / 1024, "KiB"))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report.notes.append(
+        "state: 10 events over ~3 days per community; memory = resident growth of the worker's "
+        "Processor (LRU of engines) over a RocksDB table, per community"
+    )
 
 
 if __name__ == "__main__":
