@@ -275,7 +275,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--communities", type=int, default=100_000, help="largest size (default 100,000)")
     parser.add_argument("--sizes", default=None, help="comma list of sizes (default: N/10, 3N/10, N)")
-    parser.add_argument("--extra", type=float, default=0.5, help="extra events per community, Zipf-distributed")
+    parser.add_argument("--extra", type=float, default=0.2, help="extra events per community, Zipf-distributed (0.2)")
     parser.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of the extra events (default 1.1)")
     parser.add_argument("--backlog", type=int, default=200, help="events produced while the worker is down")
     parser.add_argument("--idle-window", type=float, default=15.0, help="seconds of idle CPU measurement")

@@ -151,3 +151,30 @@ def test_every_listed_benchmark_exists_or_is_reported_missing_and_json_support_i
             "scale_out", "many_communities"} <= names  # fmt: skip
     assert supports_json(BENCH / "e2e_freshness.py")
     assert not set(NOT_SPEED) & names
+
+
+def test_a_script_is_run_with_json_and_a_failing_one_is_reported(tmp_path: Any, monkeypatch: Any) -> None:
+    """The imperative part with two tiny scripts (no broker): figures collected, failure kept with its log."""
+    import bench.run_all as run_all
+
+    root = str(run_all.ROOT)
+    (tmp_path / "good.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {root!r})\n"
+        "from bench import figures\n"
+        "path = sys.argv[sys.argv.index('--json') + 1]\n"
+        "r = figures.Report('good', 'python bench/good.py')\n"
+        "r.add(figures.Figure('rate', float(sys.argv[1]), 'x/s', 'bare', 10.0, '>= 50 %', True))\n"
+        "figures.write(path, r)\n"
+    )
+    (tmp_path / "bad.py").write_text("import sys\nprint('something broke')\nsys.exit(3)\n")
+    monkeypatch.setattr(run_all, "BENCH", tmp_path)
+    good = run_all.Benchmark("good", "Good", "good.md", runs=1)
+    outcome = run_all.run_once(good, ["7"], 1, 1, "[1/2]", tmp_path, 0.0)
+    assert outcome.exit_code == 0
+    assert outcome.payload is not None and outcome.payload["figures"][0]["value"] == 7.0
+    bad = run_all.Benchmark("bad", "Bad", "bad.md", runs=1)
+    outcome = run_all.run_once(bad, [], 1, 1, "[2/2]", tmp_path, 0.0)
+    assert outcome.exit_code == 3
+    assert outcome.payload is None
+    assert "something broke" in outcome.error
