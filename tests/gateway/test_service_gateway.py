@@ -380,7 +380,8 @@ def test_kafka_down_means_503_and_nothing_2xx_then_recovers(
 # ---------------------------------------------------------------- the command
 
 
-def test_pulse_gateway_command_serves_until_stopped(pulse_settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_pulse_gateway_command_serves_until_stopped(pulse_settings: Settings, tmp_path: Path, workers: int) -> None:
     settings = pulse_settings
     port = free_port()
     env = {
@@ -393,7 +394,7 @@ def test_pulse_gateway_command_serves_until_stopped(pulse_settings: Settings, tm
         "PULSE_GITHUB_WEBHOOK_SECRET": settings.github_webhook_secret.reveal(),  # type: ignore[union-attr]
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "gateway"], env=env,
+        [sys.executable, "-m", "pipeline.cli", "gateway", "--workers", str(workers)], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
@@ -420,3 +421,28 @@ def test_pulse_gateway_command_serves_until_stopped(pulse_settings: Settings, tm
     output = process.stdout.read().decode() if process.stdout else ""
     assert settings.github_webhook_secret.reveal() not in output  # type: ignore[union-attr]
     assert consume(settings.kafka_bootstrap, settings.topic(topics.RAW), 1)
+
+
+def test_partitioner_keys_like_kafka_python_and_sticks_keyless_records(pulse_settings: Settings) -> None:
+    """Events land where kafka-python's DefaultPartitioner (murmur2, as Java) puts their key; raw
+    records without a key stay on one partition until a new batch is started."""
+    from kafka import KafkaProducer
+    from kafka.partitioner.default import DefaultPartitioner
+
+    from pipeline.gateway.producer import _partitioner
+
+    settings = pulse_settings
+    events, raw = settings.topic(topics.EVENTS), settings.topic(topics.RAW)
+    producer = KafkaProducer(bootstrap_servers=[settings.kafka_bootstrap], partitioner=_partitioner())
+    try:
+        producer.partitions_for(events)
+        producer.partitions_for(raw)
+        cluster, ours, default = producer._metadata, producer.config["partitioner"], DefaultPartitioner()
+        for i in range(300):
+            key = f"github:org/repo-{i}".encode()
+            expected = default.partition(events, None, key, None, None, cluster)
+            assert ours.partition(events, None, key, None, None, cluster) == expected
+            assert ours.partition(events, None, key, None, None, cluster) == expected  # cached
+        assert len({ours.partition(raw, None, None, None, None, cluster) for _ in range(50)}) == 1
+    finally:
+        producer.close(timeout=5)
