@@ -159,12 +159,16 @@ class Sink:
             # to stay in the group, so the default poll interval is enough
         )
         self._revoked_seen = 0
-        self._producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap.split(","),
-            client_id="pulse-sink-deadletter",
-            acks="all",
-            linger_ms=5,
-        )
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap.split(","),
+                client_id="pulse-sink-deadletter",
+                acks="all",
+                linger_ms=5,
+            )
+        except BaseException:
+            self._consumer.close()  # its loop thread would outlive a sink that never started
+            raise
 
     # ------------------------------------------------------------ loop
 
