@@ -208,9 +208,10 @@ class CommunityEngine:
             self._finalize()
         if self.config.emit_on_apply:
             self._emit_windows(em, wall_now_ms)
-        elif self._prune_due():
+        elif self._prune_due() and self._dirty and self._prune_changes_rows():
             # a row needs threads that pruning forgets: compute the changed rows now and
             # hand them out at the next advance(), so results never depend on when it comes
+            # (only when the prune would forget a thread a row can see: most hours it does not)
             self._emit_windows(self._held, wall_now_ms)
         self._prune()
         now = self.clock.now
@@ -539,6 +540,29 @@ class CommunityEngine:
         now = self.clock.now
         return now is not None and window_start(now, "1h") != self.pruned_hour
 
+    def _thread_cutoffs(self, now: int) -> dict[str, int]:
+        cfg = self.config
+        lateness = cfg.max_lateness_ms
+        touchable = now - lateness
+        return {
+            # a thread change reaches back max_lateness from an event that is itself up to
+            # max_lateness old, into a window of up to a day: a first response before that is
+            # in no window that can still be emitted, nor changes its "unanswered at end"
+            "answered_before_ms": touchable - lateness - DAY_MS - HOUR_MS,
+            "started_before_ms": now - 8 * DAY_MS,  # the 7 d health views
+            "open_before_ms": touchable - cfg.thread_horizon_ms - DAY_MS,
+            "orphan_before_ms": now - cfg_orphan_ms(cfg) - DAY_MS,
+        }
+
+    def _prune_changes_rows(self) -> bool:
+        """Whether the coming prune forgets a thread a window row sees (rows see the open and
+        the recently answered threads; members and dirty buckets in reach are never pruned)."""
+        now = self.clock.now
+        if now is None:
+            return False
+        cut = self._thread_cutoffs(now)
+        return self.threads.prune_changes_window_view(cut["answered_before_ms"], cut["open_before_ms"])
+
     def _prune(self) -> None:
         """Forget what neither max_lateness nor the rolling views can need (once per hour)."""
         now = self.clock.now
@@ -569,15 +593,7 @@ class CommunityEngine:
             elif age_days >= _DETAIL_DAYS and not b.compacted:
                 b.compact()
         self.dedupe.prune(touchable)
-        self.threads.prune(
-            # a thread change reaches back max_lateness from an event that is itself up to
-            # max_lateness old, into a window of up to a day: a first response before that is
-            # in no window that can still be emitted, nor changes its "unanswered at end"
-            answered_before_ms=touchable - lateness - DAY_MS - HOUR_MS,
-            started_before_ms=now - 8 * DAY_MS,  # the 7 d health views
-            open_before_ms=touchable - cfg.thread_horizon_ms - DAY_MS,
-            orphan_before_ms=now - cfg_orphan_ms(self.config) - DAY_MS,
-        )
+        self.threads.prune(**self._thread_cutoffs(now))
         # members are referenced by the daily buckets of the last 28 d: never forget sooner
         member_floor = now - max(cfg.member_memory_ms, (_DETAIL_DAYS + 2) * DAY_MS)
         self._forget_members(member_floor)

@@ -190,6 +190,18 @@ class ThreadBook:
                 out += [a for a in view if a[0] >= since_ms]
         return out
 
+    def prune_changes_window_view(self, answered_before_ms: int, open_before_ms: int) -> bool:
+        """Whether ``prune`` with these cutoffs would change ``window_view()``."""
+        threads = self.threads
+        for tid in self.open:
+            if (threads[tid].start_ms or 0) < open_before_ms:
+                return True
+        for tid in self.recent:
+            fr = threads[tid].first_response()
+            if fr is not None and fr[1] < answered_before_ms:
+                return True
+        return False
+
     def prune(
         self,
         answered_before_ms: int,
