@@ -198,7 +198,7 @@ def test_poison_rows_go_to_the_dead_letter_topic_and_the_rest_is_stored(
     assert sink.stats.dead_letters == 3
     assert count(db, "window_results") == 6
     letters = dead_letters(sink_settings, 3)
-    by_stage = {}
+    by_stage: dict[str, list[Any]] = {}
     for letter in letters:
         headers = {k: v.decode() for k, v in letter.headers}
         by_stage.setdefault(headers["stage"], []).append((letter.value, headers))
