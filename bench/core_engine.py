@@ -1,48 +1,64 @@
 """Benchmark of the pure core: replay Stack Exchange communities through CommunityEngine.
 
-Prints, per community: events, apply() time per event, to_state() time and size
-(mean over the replay, sampled, and at the end), from_state() time, and the state
-size after the community went quiet for 30 days (what an idle community costs).
-A script, never a test: figures depend on the machine.
+Runs the engine as the worker does (``emit_on_apply=False``, ``advance`` + ``to_state`` at
+each flush, here every 200 events) and prints, per community: events, apply + flush time
+per event, to_state() time and size (mean over the replay, and at the end), from_state()
+time, and the state size after the community went quiet for 30 days (what an idle
+community costs). ``--busy``: a synthetic busy channel (10,000 events/day for 8 days,
+2,000 members). A script, never a test: figures depend on the machine.
 
-    .venv/bin/python bench/core_engine.py [community ...]   # default: math 052012-literature
-    .venv/bin/python bench/core_engine.py --busy [events_per_day] [days]
-        # synthetic busy channel (default 10,000 events/day for 8 days, 2,000 members),
-        # emit_on_apply=False with advance() every 200 events, as a batching worker would
+    .venv/bin/python bench/core_engine.py [--json PATH] [community ...]   # default: math 052012-literature
+    .venv/bin/python bench/core_engine.py --busy [--per-day 10000] [--days 8]
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from pipeline.core.engine import CommunityEngine
-from pipeline.core.stackexchange import events_from_rows
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "activity"
+from bench.figures import Figure, Report, write  # noqa: E402
+from pipeline.core.engine import CommunityEngine  # noqa: E402
+from pipeline.core.stackexchange import events_from_rows  # noqa: E402
+from pipeline.core.windows import DEFAULT_WINDOWS  # noqa: E402
+from pipeline.events import CanonicalEvent  # noqa: E402
+
+FIXTURES = ROOT / "tests" / "fixtures" / "activity"
 DAY_MS = 86_400_000
+FLUSH_EVERY = 200
+WORKER_MODE = replace(DEFAULT_WINDOWS, emit_on_apply=False)
 
 
-def bench(community: str) -> None:
+def bench(community: str, report: Report) -> None:
     with (
         open(FIXTURES / "posts.csv", newline="", encoding="utf-8") as p,
         open(FIXTURES / "comments.csv", newline="", encoding="utf-8") as c,
     ):
         events = events_from_rows(csv.DictReader(p), csv.DictReader(c), [community])
-    engine = CommunityEngine(community, "stackexchange", "stackexchange.com")
+    payloads = [e.to_json_bytes() for e in events]
+    t = time.perf_counter()
+    for payload in payloads:
+        CanonicalEvent.from_json_bytes(payload)
+    decode_s = time.perf_counter() - t
+    engine = CommunityEngine(community, "stackexchange", "stackexchange.com", windows_config=WORKER_MODE)
     apply_s = 0.0
     state_times: list[float] = []
     sizes: list[int] = []
     windows = 0
     for i, event in enumerate(events):
         t = time.perf_counter()
-        em = engine.apply(event, event.occurred_ms)
+        engine.apply(event, event.occurred_ms)
+        if i % FLUSH_EVERY == FLUSH_EVERY - 1:
+            windows += len(engine.advance(event.occurred_ms).windows)
         apply_s += time.perf_counter() - t
-        windows += len(em.windows)
-        if i % 25 == 0:
+        if i % FLUSH_EVERY == FLUSH_EVERY - 1:
             t = time.perf_counter()
             state = engine.to_state()
             state_times.append(time.perf_counter() - t)
@@ -54,27 +70,34 @@ def bench(community: str) -> None:
     load_ms = (time.perf_counter() - t) / 20 * 1000
     engine.advance(events[-1].occurred_ms + 30 * DAY_MS)
     idle = engine.to_state()
+    per_event_us = apply_s / len(events) * 1e6
+    decode_us = decode_s / len(events) * 1e6
     print(
         f"{community}: {len(events)} events, {windows} window rows; "
-        f"apply {apply_s / len(events) * 1e6:.0f} us/event; "
+        f"apply + flush {per_event_us:.0f} µs/event (decoding the event's JSON: {decode_us:.0f} µs); "
         f"to_state mean {statistics.fmean(state_times) * 1000:.2f} ms "
         f"(max {max(state_times) * 1000:.2f}), size mean {statistics.fmean(sizes) / 1024:.1f} KiB "
         f"(max {max(sizes) / 1024:.1f}, end {len(state) / 1024:.1f}); "
         f"from_state {load_ms:.2f} ms; idle 30 d: {len(idle) / 1024:.1f} KiB; "
         f"health {engine.health().state} {engine.health().flags}"
     )
+    decode_name = f"{community}: decode per event"
+    report.add(Figure(decode_name, decode_us, "µs"))
+    report.add(Figure(f"{community}: engine per event", per_event_us, "µs", decode_name, decode_us))
+    report.add(Figure(f"{community}: to_state", statistics.fmean(state_times) * 1000, "ms"))
+    report.add(Figure(f"{community}: state size", statistics.fmean(sizes) / 1024, "KiB"))
+    report.add(Figure(f"{community}: from_state", load_ms, "ms"))
+    report.add(Figure(f"{community}: state size after 30 d idle", len(idle) / 1024, "KiB"))
+    report.notes.append(f"{community}: {len(events):,} real events replayed in time order")
 
 
-def busy(per_day: int, days: int) -> None:
+def busy(per_day: int, days: int, report: Report) -> None:
     import random
     from datetime import UTC, datetime
 
-    from pipeline.core.windows import WindowsConfig
-    from pipeline.events import CanonicalEvent
-
     rnd = random.Random(1)
     t0 = int(datetime(2024, 5, 6, tzinfo=UTC).timestamp() * 1000)
-    engine = CommunityEngine("busy", "slack", "T1", windows_config=WindowsConfig(emit_on_apply=False))
+    engine = CommunityEngine("busy", "slack", "T1", windows_config=WORKER_MODE)
     n = 0
     start = time.perf_counter()
     for day in range(days):
@@ -94,27 +117,41 @@ def busy(per_day: int, days: int) -> None:
             )
             engine.apply(event, at)
             n += 1
-            if n % 200 == 0:
+            if n % FLUSH_EVERY == 0:
                 engine.advance(at)
     elapsed = time.perf_counter() - start
     t = time.perf_counter()
     state = engine.to_state()
     for _ in range(4):
         engine.to_state()
+    to_state_ms = (time.perf_counter() - t) / 5 * 1000
     print(
-        f"busy: {n} events ({per_day}/day for {days} d); apply+advance {elapsed / n * 1e6:.0f} us/event; "
-        f"to_state {(time.perf_counter() - t) / 5 * 1000:.1f} ms, {len(state) / 1024:.0f} KiB; "
+        f"busy: {n} events ({per_day}/day for {days} d); apply+advance {elapsed / n * 1e6:.0f} µs/event "
+        f"(including building the events); to_state {to_state_ms:.1f} ms, {len(state) / 1024:.0f} KiB; "
         f"threads kept {len(engine.threads)}, event ids kept {len(engine.dedupe)}"
     )
+    report.add(Figure("busy channel: engine per event", elapsed / n * 1e6, "µs"))
+    report.add(Figure("busy channel: state size", len(state) / 1024, "KiB"))
+    report.add(Figure("busy channel: to_state", to_state_ms, "ms"))
+    report.notes.append(f"busy channel: synthetic, {per_day:,} events/day for {days} d, 2,000 members")
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--busy"]:
-        numbers = [int(a) for a in argv[1:3]]
-        busy(*(numbers + [10_000, 8][len(numbers) :]))
-        return 0
-    for community in argv or ["math", "052012-literature"]:
-        bench(community)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("communities", nargs="*", default=["math", "052012-literature"])
+    parser.add_argument("--busy", action="store_true", help="only the synthetic busy channel")
+    parser.add_argument("--no-busy", action="store_true", help="skip the synthetic busy channel")
+    parser.add_argument("--per-day", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=8)
+    parser.add_argument("--json", metavar="PATH", help="also write the figures there (bench.figures.Report)")
+    args = parser.parse_args(argv)
+    report = Report("core", "bench/core_engine.py " + " ".join(argv))
+    if not args.busy:
+        for community in args.communities:
+            bench(community, report)
+    if not args.no_busy:
+        busy(args.per_day, args.days, report)
+    write(args.json, report)
     return 0
 
 

@@ -110,7 +110,7 @@ class ThreadBook:
     the days that moved (usually today) instead of every thread of the week.
     """
 
-    __slots__ = ("_day_views", "by_day", "open", "orphans", "recent", "threads")
+    __slots__ = ("_day_views", "by_day", "open", "orphans", "recent", "settled", "threads")
 
     def __init__(self) -> None:
         self.threads: dict[str, Thread] = {}
@@ -118,6 +118,9 @@ class ThreadBook:
         self.orphans: set[str] = set()  # replies seen, start not (yet)
         self.recent: set[str] = set()
         self.by_day: dict[int, set[str]] = {}
+        # answered threads no window row can need any more, kept only for the 7-day health
+        # views: (start, first response) by start day, without ids, authors or candidates
+        self.settled: dict[int, list[tuple[int, int]]] = {}
         self._day_views: dict[int, list[Answered]] = {}
 
     def __len__(self) -> int:
@@ -178,12 +181,14 @@ class ThreadBook:
     def started_since(self, since_ms: int) -> list[Answered]:
         out: list[Answered] = []
         views = self._day_views
-        for day, ids in self.by_day.items():
+        settled = self.settled
+        for day in self.by_day.keys() | settled.keys():
             if day + _DAY_MS <= since_ms:
                 continue
             view = views.get(day)
             if view is None:
-                view = views[day] = self.answered_view(ids)
+                view = views[day] = self.answered_view(self.by_day.get(day, ()))
+                view.extend(settled.get(day, ()))
             if day >= since_ms:
                 out += view
             else:
@@ -223,12 +228,23 @@ class ThreadBook:
         for tid in self.open:
             if (self.threads[tid].start_ms or 0) < open_before_ms:
                 drop.append(tid)
+        settle: list[str] = []
         for tid in list(self.recent):
             t = self.threads[tid]
             fr = t.first_response()
             if fr is not None and fr[1] < answered_before_ms:
                 self.recent.discard(tid)
-        # answered threads that left "recent" stay for the 7 d views (by_day) only
+                settle.append(tid)
+        # answered threads that left "recent" stay for the 7 d views only, as (start, response)
+        for tid in settle:
+            t = self.threads[tid]
+            fr = t.first_response()
+            if t.start_ms is not None and fr is not None:
+                self.settled.setdefault(_day(t.start_ms), []).append((t.start_ms, fr[1]))
+            drop.append(tid)
+        for old_day in [d for d in self.settled if d + _DAY_MS <= started_before_ms]:
+            del self.settled[old_day]
+        # (threads restored answered but not recent, from states written before "settled")
         for old_day in [d for d in self.by_day if d + _DAY_MS <= started_before_ms]:
             for tid in self.by_day[old_day]:
                 t = self.threads[tid]

@@ -58,6 +58,11 @@ def encode(engine: CommunityEngine) -> bytes:
             ]
             for tid, t in engine.threads.threads.items()
         },
+        # answered threads kept for the 7 d views only: [day, [start, latency, start, latency, ...]]
+        "settled": [
+            [day, [x for start, fr in pairs for x in (start, fr - start)]]
+            for day, pairs in engine.threads.settled.items()
+        ],
         "hours": [b.to_plain() for b in engine.buckets["1h"].values()],
         "days": [b.to_plain() for b in engine.buckets["1d"].values()],
         "dedupe": engine.dedupe.to_plain(),
@@ -95,6 +100,8 @@ def decode(data: bytes, policy: CommunityPolicy) -> CommunityEngine:
     # "recent" must be a superset of what the engine's pruning keeps (see engine._prune)
     recent_since = (now - 2 * config.max_lateness_ms - 2 * DAY_MS) if now is not None else 0
     engine.threads = ThreadBook.rebuild(threads, recent_since)
+    for day, flat in doc.get("settled", []):  # absent from states written before it existed
+        engine.threads.settled[day] = [(flat[i], flat[i] + flat[i + 1]) for i in range(0, len(flat), 2)]
     for size, key in (("1h", "hours"), ("1d", "days")):
         for plain in doc[key]:
             b = Bucket.from_plain(plain)

@@ -80,3 +80,26 @@ def test_policy_comes_from_the_caller_not_the_state() -> None:
     eng.apply(ev("reply", "a", T0 + HOUR), T0 + HOUR)
     team = CommunityEngine.from_state(eng.to_state(), CommunityPolicy("team"))
     assert team.policy.community_type == "team"
+
+
+def test_settled_threads_keep_the_7_day_views_and_survive_a_round_trip() -> None:
+    # answered threads that no window row can need any more are kept as (start, response)
+    # for the 7 d health views only; the views must not notice, nor a restart
+    eng = engine(config=WindowsConfig(emit_on_apply=False))
+    for day in range(12):
+        _busy_day(eng, day)
+        eng.advance(T0 + day * DAY + 23 * HOUR)
+    assert eng.threads.settled
+    assert all(tid not in eng.threads.threads for tid in ("d0-0", "d5-0"))
+    now = eng.stream_time_ms
+    assert now is not None
+    since = now - 7 * DAY + 1
+    view = sorted(eng.threads.started_since(since))
+    # every thread of the 7 d view: started in the last 7 days, each answered (a reply follows it)
+    assert len(view) == sum(1 for d in range(12) for i in range(0, 40, 4) if T0 + d * DAY + i * 30 * MIN >= since)
+    assert all(r is not None for _, r in view)
+    again = CommunityEngine.from_state(eng.to_state(), eng.policy)
+    assert sorted(again.threads.started_since(since)) == view
+    later = T0 + 13 * DAY
+    assert again.advance(later).health == eng.advance(later).health
+    assert again.health() == eng.health()
