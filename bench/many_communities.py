@@ -19,8 +19,8 @@ Starts a Kafka broker on free 127.0.0.1 ports. For each size N (default N/10, 3N
 5. restart: ``--backlog`` new events are produced while it is down, then it is started again on
    the same state dir: seconds from the process start until it has processed them all
    ("restart to processing"), and until every community is evaluated again;
-6. restore: the same with the RocksDB files deleted, so the state comes back from the Kafka
-   changelog only (a worker on a new machine).
+6. restore (at the largest size unless ``--restore-all``): the same with the RocksDB files
+   deleted, so the state comes back from the Kafka changelog only (a worker on a new machine).
 
 Everything it starts is stopped by pid. Figures only: a benchmark, not a test.
 """
@@ -178,8 +178,8 @@ def measure_size(bootstrap: str, n: int, args: argparse.Namespace, workdir: Path
 
         for phase in ("restart", "restore"):
             if phase == "restore":
-                if args.no_restore:
-                    break
+                if args.no_restore or (n != args.largest and not args.restore_all):
+                    break  # the changelog restore is timed at the largest size only, unless asked
                 worker.s.stop(60)
                 shutil.rmtree(worker.state / "worker", ignore_errors=True)
                 (worker.state / "worker").mkdir(parents=True)
@@ -246,6 +246,7 @@ def report(results: list[dict[str, Any]], command: str) -> figures.Report:
 def main(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else sorted(
         {max(1, args.communities // 10), max(1, 3 * args.communities // 10), args.communities})
+    args.largest = max(sizes)
     workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-many-"))
     results = []
     broker = None
@@ -281,6 +282,7 @@ if __name__ == "__main__":
     parser.add_argument("--idle-window", type=float, default=15.0, help="seconds of idle CPU measurement")
     parser.add_argument("--timeout", type=float, default=900.0, help="most seconds for any one wait")
     parser.add_argument("--no-restore", action="store_true", help="skip the restore-from-changelog phase")
+    parser.add_argument("--restore-all", action="store_true", help="time the restore at every size, not the largest")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     parser.add_argument("--json", default=None, help="write the figures here (bench/figures.py)")
