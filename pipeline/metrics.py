@@ -75,7 +75,11 @@ def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
 
 
 class GatewayMetrics:
-    """Metrics of the webhook gateway (one instance per gateway process / test registry)."""
+    """Metrics of the webhook gateway (one instance per gateway process / test registry).
+
+    Plain counters, histograms and gauges only: with several gateway processes they run in
+    prometheus-client's multiprocess mode, which has no custom collectors.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.deliveries_received = Counter(
@@ -120,15 +124,19 @@ class GatewayMetrics:
             buckets=PRODUCE_BUCKETS,
             registry=registry,
         )
+        # multiprocess_mode: how `pulse gateway --workers N` merges the processes' values
+        # (pipeline.gateway.multiproc); ignored, and the exposition unchanged, in one process.
         self.requests_in_flight = Gauge(
             "pulse_gateway_requests_in_flight",
             "Requests being handled right now.",
             registry=registry,
+            multiprocess_mode="livesum",  # the gateway's total; exited processes hold none
         )
         self.kafka_up = Gauge(
             "pulse_gateway_kafka_up",
             "1 when the gateway's Kafka producer can reach the cluster, else 0.",
             registry=registry,
+            multiprocess_mode="livemin",  # 0 while any running process's producer cannot reach Kafka
         )
         # Series exist from the start, so rate() and alerts see 0 rather than no data.
         for platform in PLATFORMS:

@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 from pipeline import metrics
 from pipeline.config import Secret, Settings
 from pipeline.events import ENGAGEMENT_KINDS, CanonicalEvent
-from pipeline.gateway import adapters, signatures
+from pipeline.gateway import adapters, multiproc, signatures
 from pipeline.gateway.adapters import generic as generic_adapter
 from pipeline.gateway.openapi import openapi_document
 from pipeline.gateway.producer import (
@@ -165,13 +165,18 @@ def create_app(
     communities: CommunityMap | None = None,
     clock: Callable[[], float] = time.time,
     registry: CollectorRegistry | None = None,
+    multiprocess_dir: str | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app; ``producer`` is started and closed with the app.
 
-    Metrics go to ``registry`` (a fresh one by default, so apps built by tests never share state).
+    Metrics go to ``registry`` (a fresh one by default, so apps built by tests never share state),
+    and /metrics shows that registry. With ``multiprocess_dir`` (one of several gateway processes,
+    prometheus-client in multiprocess mode: pipeline.gateway.multiproc) /metrics shows the metrics
+    of every process writing there, merged.
     """
     registry = registry if registry is not None else CollectorRegistry()
     gm = metrics.GatewayMetrics(registry)
+    scraped = registry if multiprocess_dir is None else multiproc.scrape_registry(multiprocess_dir)
     mapper = communities if communities is not None else community_map(settings)
     openapi_bytes = json.dumps(openapi_document(settings), indent=None).encode("utf-8")
     retry_after = str(max(1, math.ceil(settings.produce_timeout_s)))
@@ -364,7 +369,7 @@ def create_app(
                              {"Retry-After": retry_after})
 
     async def metrics_endpoint(_request: Request) -> Response:
-        payload, content_type = metrics.exposition(registry)
+        payload, content_type = metrics.exposition(scraped)
         return Response(payload, media_type=content_type)
 
     async def openapi(_request: Request) -> Response:

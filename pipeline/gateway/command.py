@@ -11,8 +11,10 @@ Retry-After, so the platform retries. Binds PULSE_GATEWAY_HOST:PULSE_GATEWAY_POR
 
 --workers N runs N gateway processes on the same port (uvicorn's supervisor,
 which restarts a worker that dies): one Python process is limited to about one
-core by its interpreter lock. Each worker has its own Kafka producer and its
-own metrics, so with N > 1 a /metrics scrape sees the worker that answered it.
+core by its interpreter lock. Each worker has its own Kafka producer; their
+metrics go through prometheus-client's multiprocess mode (a private directory
+per run, pipeline.gateway.multiproc), so any worker's /metrics shows the whole
+gateway. With one worker the metrics stay in the process's own registry.
 """
 
 from __future__ import annotations
@@ -37,15 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=1,
-        help="gateway processes sharing the port (default 1); each has its own Kafka producer and metrics",
+        help="gateway processes sharing the port (default 1); each has its own Kafka producer, "
+        "/metrics shows all of them",
     )
 
 
 def app_from_environment() -> object:
     """The gateway app of one worker process, from the PULSE_* environment (uvicorn factory)."""
     import logging
+    import os
 
     from pipeline import config
+    from pipeline.gateway import multiproc
     from pipeline.gateway.app import create_app
     from pipeline.gateway.producer import KafkaDeliveryProducer
 
@@ -53,7 +58,8 @@ def app_from_environment() -> object:
     # a worker process does not run pulse's main(): the same logging setup as the CLI
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
-    return create_app(settings, KafkaDeliveryProducer(settings))
+    # set by serve() for N > 1 before the workers were spawned: /metrics merges every worker's
+    return create_app(settings, KafkaDeliveryProducer(settings), multiprocess_dir=os.environ.get(multiproc.ENV))
 
 
 def serve(
@@ -66,26 +72,37 @@ def serve(
     access_log: bool = False,
     timeout_keep_alive: int = 5,
 ) -> None:
-    """Run ``app``: an ASGI app, or the import string of an app factory (needed for ``workers`` > 1)."""
+    """Run ``app``: an ASGI app, or the import string of an app factory (needed for ``workers`` > 1).
+
+    With ``workers`` > 1 the workers are spawned with ``PROMETHEUS_MULTIPROC_DIR`` naming a fresh
+    private directory (removed when serving ends); the factory passes it to ``create_app`` as
+    ``multiprocess_dir`` so that /metrics merges every worker's metrics.
+    """
+    import contextlib
+
     import uvicorn
+
+    from pipeline.gateway import multiproc
 
     if workers > 1 and not isinstance(app, str):
         raise ValueError("several workers need the app as the import string of a factory")
     options: dict[str, object] = {"factory": True} if isinstance(app, str) else {}
     if workers > 1:
         options["workers"] = workers
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=access_log,
-        # the gateway answers fast or 503s; do not let slow clients hold connections forever
-        timeout_keep_alive=timeout_keep_alive,
-        timeout_graceful_shutdown=10,
-        server_header=False,
-        **options,  # type: ignore[arg-type]
-    )
+    # set before uvicorn spawns the workers: prometheus-client picks its mode when first imported
+    with multiproc.metrics_directory() if workers > 1 else contextlib.nullcontext():
+        uvicorn.run(
+            app,  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=access_log,
+            # the gateway answers fast or 503s; do not let slow clients hold connections forever
+            timeout_keep_alive=timeout_keep_alive,
+            timeout_graceful_shutdown=10,
+            server_header=False,
+            **options,  # type: ignore[arg-type]
+        )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
