@@ -4,7 +4,8 @@ Runs the engine as the worker does (``emit_on_apply=False``, ``advance`` + ``to_
 each flush, here every 200 events) and prints, per community: events, apply + flush time
 per event, to_state() time and size (mean over the replay, and at the end), from_state()
 time, and the state size after the community went quiet for 30 days (what an idle
-community costs). ``--busy``: a synthetic busy channel (10,000 events/day for 8 days,
+community costs). Times are CPU time of this process (steadier than wall time on a
+shared machine). ``--busy``: a synthetic busy channel (10,000 events/day for 8 days,
 2,000 members). A script, never a test: figures depend on the machine.
 
     .venv/bin/python bench/core_engine.py [--json PATH] [community ...]   # default: math 052012-literature
@@ -43,31 +44,31 @@ def bench(community: str, report: Report) -> None:
     ):
         events = events_from_rows(csv.DictReader(p), csv.DictReader(c), [community])
     payloads = [e.to_json_bytes() for e in events]
-    t = time.perf_counter()
+    t = time.process_time()
     for payload in payloads:
         CanonicalEvent.from_json_bytes(payload)
-    decode_s = time.perf_counter() - t
+    decode_s = time.process_time() - t
     engine = CommunityEngine(community, "stackexchange", "stackexchange.com", windows_config=WORKER_MODE)
     apply_s = 0.0
     state_times: list[float] = []
     sizes: list[int] = []
     windows = 0
     for i, event in enumerate(events):
-        t = time.perf_counter()
+        t = time.process_time()
         engine.apply(event, event.occurred_ms)
         if i % FLUSH_EVERY == FLUSH_EVERY - 1:
             windows += len(engine.advance(event.occurred_ms).windows)
-        apply_s += time.perf_counter() - t
+        apply_s += time.process_time() - t
         if i % FLUSH_EVERY == FLUSH_EVERY - 1:
-            t = time.perf_counter()
+            t = time.process_time()
             state = engine.to_state()
-            state_times.append(time.perf_counter() - t)
+            state_times.append(time.process_time() - t)
             sizes.append(len(state))
     state = engine.to_state()
-    t = time.perf_counter()
+    t = time.process_time()
     for _ in range(20):
         CommunityEngine.from_state(state, engine.policy)
-    load_ms = (time.perf_counter() - t) / 20 * 1000
+    load_ms = (time.process_time() - t) / 20 * 1000
     engine.advance(events[-1].occurred_ms + 30 * DAY_MS)
     idle = engine.to_state()
     per_event_us = apply_s / len(events) * 1e6
@@ -99,7 +100,7 @@ def busy(per_day: int, days: int, report: Report) -> None:
     t0 = int(datetime(2024, 5, 6, tzinfo=UTC).timestamp() * 1000)
     engine = CommunityEngine("busy", "slack", "T1", windows_config=WORKER_MODE)
     n = 0
-    start = time.perf_counter()
+    start = time.process_time()
     for day in range(days):
         for i in range(per_day):
             at = t0 + day * DAY_MS + i * (DAY_MS // per_day)
@@ -119,12 +120,12 @@ def busy(per_day: int, days: int, report: Report) -> None:
             n += 1
             if n % FLUSH_EVERY == 0:
                 engine.advance(at)
-    elapsed = time.perf_counter() - start
-    t = time.perf_counter()
+    elapsed = time.process_time() - start
+    t = time.process_time()
     state = engine.to_state()
     for _ in range(4):
         engine.to_state()
-    to_state_ms = (time.perf_counter() - t) / 5 * 1000
+    to_state_ms = (time.process_time() - t) / 5 * 1000
     print(
         f"busy: {n} events ({per_day}/day for {days} d); apply+advance {elapsed / n * 1e6:.0f} µs/event "
         f"(including building the events); to_state {to_state_ms:.1f} ms, {len(state) / 1024:.0f} KiB; "

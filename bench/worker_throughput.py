@@ -50,6 +50,7 @@ from pipeline.events import CanonicalEvent  # noqa: E402
 from pipeline.stack.kafka import KafkaBroker  # noqa: E402
 from pipeline.stack.process import free_port, terminate  # noqa: E402
 from pipeline.stack.topics import create_topics  # noqa: E402
+from pipeline.worker.processing import EMIT_ON_FLUSH  # noqa: E402
 
 ACTIVITY = ROOT / "tests" / "fixtures" / "activity"
 
@@ -214,8 +215,11 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+STATE_EVENTS = 3  # per synthetic community: a thread and two replies, 8 hours apart
+
+
 def _community_events(i: int, base: datetime) -> list[CanonicalEvent]:
-    """10 posts over about 3 days (threads and replies by a handful of members)."""
+    """A small community: STATE_EVENTS posts 8 hours apart by a few members."""
     cid = f"c{i}"
     return [
         CanonicalEvent(
@@ -223,12 +227,12 @@ def _community_events(i: int, base: datetime) -> list[CanonicalEvent]:
             platform="bench",
             space_id="space",
             community_id=cid,
-            kind="thread_started" if j % 4 == 0 else "reply",
+            kind="thread_started" if j % 3 == 0 else "reply",
             actor_id=f"u{(i + j) % 7}",
-            thread_id=f"t{j // 4}",
-            occurred_at=base + timedelta(hours=7 * j),
+            thread_id=f"t{j // 3}",
+            occurred_at=base + timedelta(hours=8 * j),
         )
-        for j in range(10)
+        for j in range(STATE_EVENTS)
     ]
 
 
@@ -239,20 +243,22 @@ def resident_engine_memory(n: int) -> float:
     rss_before = _rss_bytes()
     engines = []
     for i in range(n):
-        engine = CommunityEngine(f"c{i}", "bench", "space")
+        engine = CommunityEngine(f"c{i}", "bench", "space", windows_config=EMIT_ON_FLUSH)
         for event in _community_events(i, base):
             engine.apply(event, wall)
+        engine.advance(wall)
         engines.append(engine)
     per = (_rss_bytes() - rss_before) / n
     del engines
     return per
 
 
-def worker_state(n: int, workdir: Path) -> tuple[float, float, int]:
-    """The worker's Processor over a RocksDB table (rocksdict, what Faust's store uses) for
-    n communities of 10 events each, flushed as the worker does (saves written to the table).
+def worker_state(sizes: list[int], workdir: Path) -> list[tuple[int, float, float, int]]:
+    """The worker's Processor over a RocksDB table (rocksdict, what Faust's store uses), fed
+    communities one after another, flushed as the worker does (saves written to the table).
 
-    Returns (saved state bytes per community, resident memory per community, engines in memory).
+    One pass up to the largest size; at each size: (communities, saved state bytes per
+    community, resident memory growth per community, engines in memory).
     """
     from rocksdict import Rdict
 
@@ -262,7 +268,7 @@ def worker_state(n: int, workdir: Path) -> tuple[float, float, int]:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     wall = int(time.time() * 1000)
     rss_before = _rss_bytes()
-    table = Rdict(str(workdir / f"table-{n}"))
+    table = Rdict(str(workdir / "table"))
 
     def load(community_id: str) -> bytes | None:
         value: bytes | None = table.get(community_id.encode())
@@ -270,20 +276,22 @@ def worker_state(n: int, workdir: Path) -> tuple[float, float, int]:
 
     processor = Processor(load_directory(None), load, topics.EVENT_PARTITIONS)
     state_bytes = 0
-    for i in range(n):
+    rows = []
+    for i in range(max(sizes)):
         for event in _community_events(i, base):
             processor.handle_event(event.to_json_bytes(), wall)
-        if i % 200 == 199 or i == n - 1:
+        if i % 200 == 199 or i + 1 in sizes:
             for part in range(topics.EVENT_PARTITIONS):
                 for community_id, state in processor.flush(part, wall).saves:
                     table[community_id.encode()] = state
                     state_bytes += len(state)
-    processor.current_health()  # what the metrics export keeps per community
-    per = (_rss_bytes() - rss_before) / n
-    resident = processor.resident
+        if i + 1 in sizes:
+            processor.current_health()  # what the metrics export keeps per community
+            n = i + 1
+            rows.append((n, state_bytes / n, (_rss_bytes() - rss_before) / n, processor.resident))
     table.close()
     del processor
-    return state_bytes / n, per, resident
+    return rows
 
 
 def main() -> None:
@@ -292,7 +300,7 @@ def main() -> None:
         _noop_agent(bootstrap, topic, int(n), out, datadir)
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=40_000)
+    parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--state-communities", default="10000,100000")
     parser.add_argument("--state-only", action="store_true", help="only the state-size part")
@@ -357,15 +365,15 @@ def _throughput(n_events: int, rounds: int, report: Report) -> None:
 
 
 def _state(counts: str, report: Report) -> None:
-    sizes = [int(x) for x in counts.split(",")]
-    print("\nstate per community (10 events over ~3 days each)")
-    engine_b = resident_engine_memory(min(sizes))
-    print(f"  one engine in memory: {engine_b / 1024:,.1f} KiB (all {min(sizes):,} kept resident)")
+    sizes = sorted(int(x) for x in counts.split(","))
+    print(f"\nstate per community ({STATE_EVENTS} posts 8 h apart each)")
+    n_resident = min(2_000, min(sizes))
+    engine_b = resident_engine_memory(n_resident)
+    print(f"  one engine in memory: {engine_b / 1024:,.1f} KiB (measured over {n_resident:,} engines)")
     report.add(Figure("memory per resident engine", engine_b / 1024, "KiB"))
     workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-state-"))
     try:
-        for n in sizes:
-            state_b, rss_b, resident = worker_state(n, workdir)
+        for n, state_b, rss_b, resident in worker_state(sizes, workdir):
             print(
                 f"  {n:>7,} communities: saved state {state_b:,.0f} B/community; worker memory "
                 f"{rss_b / 1024:,.2f} KiB/community ({resident:,} engines in memory, the rest in RocksDB)"
@@ -375,8 +383,8 @@ def _state(counts: str, report: Report) -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report.notes.append(
-        "state: 10 events over ~3 days per community; memory = resident growth of the worker's "
-        "Processor (LRU of engines) over a RocksDB table, per community"
+        f"state: {STATE_EVENTS} posts 8 h apart per community; memory = resident growth of the worker's "
+        "Processor (LRU of engines, due index, last health per community) over a RocksDB table, per community"
     )
 
 
