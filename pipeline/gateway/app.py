@@ -16,6 +16,8 @@ its rate limit (pipeline.gateway.ratelimit; per sender key, after authentication
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -54,6 +56,7 @@ GENERIC = "generic"  # metric label of /v1/events: declared platforms are an ope
 WEBHOOK_CONTENT_TYPES = frozenset({"application/json", "application/x-www-form-urlencoded"})
 EVENTS_CONTENT_TYPES = generic_adapter.CONTENT_TYPES
 JSON = "application/json"
+KAFKA_UP_REFRESH_S = 5.0  # how often each of several gateway processes re-checks Kafka for kafka_up
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -172,7 +175,8 @@ def create_app(
     Metrics go to ``registry`` (a fresh one by default, so apps built by tests never share state),
     and /metrics shows that registry. With ``multiprocess_dir`` (one of several gateway processes,
     prometheus-client in multiprocess mode: pipeline.gateway.multiproc) /metrics shows the metrics
-    of every process writing there, merged.
+    of every process writing there, merged, and the process re-checks Kafka every
+    ``KAFKA_UP_REFRESH_S`` for kafka_up (merged as the minimum over the live processes).
     """
     registry = registry if registry is not None else CollectorRegistry()
     gm = metrics.GatewayMetrics(registry)
@@ -375,12 +379,29 @@ def create_app(
     async def openapi(_request: Request) -> Response:
         return Response(openapi_bytes, media_type=JSON)
 
+    async def watch_kafka() -> None:
+        # kafka_up of several processes is their minimum: a process that gets no requests must
+        # still keep its own value current, or its stale 0 would read as "Kafka unreachable"
+        while True:
+            try:
+                ok = await producer.ready()
+            except Exception:
+                log.exception("kafka readiness probe failed")
+                ok = False
+            gm.kafka_up.set(1 if ok else 0)
+            await asyncio.sleep(KAFKA_UP_REFRESH_S if ok else 1.0)
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await producer.start()
+        watcher = asyncio.get_running_loop().create_task(watch_kafka()) if multiprocess_dir else None
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             await producer.close()
 
     handlers = {f"/webhooks/{p}": webhook(p) for p in WEBHOOK_PLATFORMS}

@@ -59,8 +59,31 @@ def scrape_registry(path: str) -> CollectorRegistry:
             "prometheus_client is imported"
         )
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=path)
+    _MergedFiles(registry, path=path)
     return registry
+
+
+class _MergedFiles(MultiProcessCollector):
+    """``MultiProcessCollector`` that leaves out files still 0 bytes long.
+
+    prometheus-client creates a process's file before sizing it; a scrape that reads it in that
+    moment (a worker starting or restarted) fails as a whole with struct.error, and a worker killed
+    in that moment would leave the empty file behind and fail every later scrape
+    (prometheus/client_python#1199, open in 0.26). An empty file holds no values, so skipping it
+    loses nothing; once sized, an unwritten file reads as empty.
+    """
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        self._directory = path
+        super().__init__(registry, path=path)
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        files = []
+        for name in glob.glob(os.path.join(glob.escape(self._directory), "*.db")):
+            with contextlib.suppress(FileNotFoundError):  # live gauges of a worker just marked dead
+                if os.path.getsize(name) > 0:
+                    files.append(name)
+        return self.merge(files, accumulate=True)
 
 
 def dead_workers(path: str, alive: Callable[[int], bool]) -> list[int]:

@@ -12,6 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from pipeline.gateway import multiproc
 
@@ -72,3 +75,16 @@ def test_a_merged_scrape_needs_multiprocess_mode_in_this_process(tmp_path: Path)
     # pytest imported prometheus_client without PROMETHEUS_MULTIPROC_DIR: nothing of ours is written there
     with pytest.raises(RuntimeError, match="before prometheus_client is imported"):
         multiproc.scrape_registry(str(tmp_path))
+
+
+def test_a_file_not_sized_yet_does_not_break_the_scrape(tmp_path: Path) -> None:
+    """A worker's file exists at 0 bytes for a moment (client_python#1199): the scrape skips it."""
+    for pid, value in ((os.getpid(), 3.0), (4_000_000, 4.0)):
+        counts = MmapedDict(str(tmp_path / f"counter_{pid}.db"))
+        counts.write_value(mmap_key("pulse_x", "pulse_x_total", ["platform"], ["github"], "Help."), value, 0.0)
+        counts.close()
+    (tmp_path / "gauge_livesum_4000001.db").write_bytes(b"")
+    with pytest.raises(Exception, match="unpack"):  # what prometheus-client's own collector does
+        generate_latest(MultiProcessCollector(None, path=str(tmp_path)))  # type: ignore[arg-type]
+    text = generate_latest(multiproc.scrape_registry(str(tmp_path))).decode()
+    assert 'pulse_x_total{platform="github"} 7.0' in text
