@@ -530,13 +530,14 @@ def _only_adapted_or_payload_error(delivery: Delivery) -> None:
 FIXTURE_LIST = fixture_names()
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+# deadline=None: these check what the adapters raise, not how fast (load once made an example take 476 ms)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(FIXTURE_LIST), st.binary(max_size=300))
 def test_arbitrary_bytes_only_raise_payload_error(fixture: tuple[str, str], body: bytes) -> None:
     _only_adapted_or_payload_error(fixture_delivery(*fixture, body=body))
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(FIXTURE_LIST), json_values)
 def test_arbitrary_json_only_raises_payload_error(fixture: tuple[str, str], value: object) -> None:
     _only_adapted_or_payload_error(fixture_delivery(*fixture, body=json.dumps(value).encode()))
@@ -553,7 +554,7 @@ def _paths(value: object, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]
     return found
 
 
-@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(FIXTURE_LIST), st.data())
 def test_mutated_fixtures_only_raise_payload_error(fixture: tuple[str, str], data: st.DataObject) -> None:
     doc = json.loads(fixture_body(*fixture))
@@ -572,7 +573,7 @@ def test_mutated_fixtures_only_raise_payload_error(fixture: tuple[str, str], dat
     _only_adapted_or_payload_error(fixture_delivery(*fixture, body=json.dumps(doc).encode()))
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     st.sampled_from(FIXTURE_LIST),
     st.dictionaries(

@@ -96,14 +96,14 @@ def test_other_content_types_are_unsupported() -> None:
         adapt_generic(b"[]", "text/plain", "s", RECEIVED)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200), st.sampled_from(["application/json", "application/x-ndjson"]))
 def test_arbitrary_bytes_only_raise_payload_error(body: bytes, content_type: str) -> None:
     with contextlib.suppress(PayloadError):
         adapt_generic(body, content_type, "s", RECEIVED)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     st.lists(
         st.dictionaries(
