@@ -30,10 +30,11 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class _MergedFiles(MultiProcessCollector):
         self._directory = path
         super().__init__(registry, path=path)
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterable[Metric]:
         files = []
         for name in glob.glob(os.path.join(glob.escape(self._directory), "*.db")):
             with contextlib.suppress(FileNotFoundError):  # live gauges of a worker just marked dead
