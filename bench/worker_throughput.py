@@ -237,10 +237,14 @@ def _community_events(i: int, base: datetime) -> list[CanonicalEvent]:
 
 
 def resident_engine_memory(n: int) -> float:
-    """Bytes of resident memory per engine when every engine stays in memory (no LRU)."""
+    """Python heap bytes per engine when every engine stays in memory (tracemalloc: exact where
+    resident memory would not grow inside a heap that earlier work left free)."""
+    import tracemalloc
+
     base = datetime(2026, 1, 1, tzinfo=UTC)
     wall = int(time.time() * 1000)
-    rss_before = _rss_bytes()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
     engines = []
     for i in range(n):
         engine = CommunityEngine(f"c{i}", "bench", "space", windows_config=EMIT_ON_FLUSH)
@@ -248,7 +252,8 @@ def resident_engine_memory(n: int) -> float:
             engine.apply(event, wall)
         engine.advance(wall)
         engines.append(engine)
-    per = (_rss_bytes() - rss_before) / n
+    per = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
     del engines
     return per
 
@@ -307,9 +312,10 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the figures there (bench.figures.Report)")
     args = parser.parse_args()
     report = Report("worker", "bench/worker_throughput.py " + " ".join(sys.argv[1:]))
+    # state first: resident memory is measured as growth, in a heap nothing else has used yet
+    _state(args.state_communities, report)
     if not args.state_only:
         _throughput(args.events, args.rounds, report)
-    _state(args.state_communities, report)
     write(args.json, report)
 
 
@@ -367,10 +373,6 @@ def _throughput(n_events: int, rounds: int, report: Report) -> None:
 def _state(counts: str, report: Report) -> None:
     sizes = sorted(int(x) for x in counts.split(","))
     print(f"\nstate per community ({STATE_EVENTS} posts 8 h apart each)")
-    n_resident = min(2_000, min(sizes))
-    engine_b = resident_engine_memory(n_resident)
-    print(f"  one engine in memory: {engine_b / 1024:,.1f} KiB (measured over {n_resident:,} engines)")
-    report.add(Figure("memory per resident engine", engine_b / 1024, "KiB"))
     workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-state-"))
     try:
         for n, state_b, rss_b, resident in worker_state(sizes, workdir):
@@ -382,6 +384,10 @@ def _state(counts: str, report: Report) -> None:
             report.add(Figure(f"memory per community at {n:,}", rss_b / 1024, "KiB"))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    n_resident = min(2_000, min(sizes))
+    engine_b = resident_engine_memory(n_resident)
+    print(f"  one engine in memory: {engine_b / 1024:,.1f} KiB (Python heap, over {n_resident:,} engines)")
+    report.add(Figure("memory per resident engine", engine_b / 1024, "KiB"))
     report.notes.append(
         f"state: {STATE_EVENTS} posts 8 h apart per community; memory = resident growth of the worker's "
         "Processor (LRU of engines, due index, last health per community) over a RocksDB table, per community"
