@@ -205,10 +205,8 @@ class PulseWorker:
 
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
-            from prometheus_client import generate_latest
-
             # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway
-            return web.bytes(generate_latest(self.registry), content_type="text/plain; version=0.0.4")
+            return web.bytes(self.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:

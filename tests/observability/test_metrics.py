@@ -245,7 +245,7 @@ def _populated_expositions() -> list[bytes]:
     w.communities.update(
         [snap(f"c{i}", flags=("dying",) if i % 2 else (), p50=60.0, last_post_at=T0) for i in range(5)]
     )
-    return [exposition(gw)[0], exposition(wk)[0]]
+    return [exposition(gw)[0], w.exposition()]
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) not installed")
@@ -294,3 +294,52 @@ def test_workers_owning_disjoint_partitions_add_up(snaps: list[HealthSnapshot], 
     assert len(exported) == len(set(exported))  # no community exported twice
     not_exported = sum(r.get_sample_value("pulse_communities_not_exported") or 0 for r in registries)
     assert len(exported) + not_exported == len(whole.exported)
+
+
+# ---------------------------------------------------------------- the worker's page, pre-rendered
+
+awkward_ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(
+        st.builds(
+            lambda cid, base, p50: snap(cid, flags=("dying",), posts_7d=3, p50=p50, last_post_at=T0)
+            if base
+            else snap(cid),
+            awkward_ids | st.sampled_from(['a"b', "back\\slash", "new\nline", "ünï"]),
+            st.booleans(),
+            st.none() | st.floats(0, 1e9),
+        ),
+        max_size=12,
+    ),
+    st.integers(0, 12),
+)
+def test_prerendered_community_series_are_what_prometheus_client_writes(
+    snaps: list[HealthSnapshot], cap: int
+) -> None:
+    from prometheus_client import generate_latest
+
+    registry = CollectorRegistry()
+    w = WorkerMetrics(registry, max_communities=cap)
+    w.events_processed.inc(3)
+    w.communities.update(snaps)
+
+    class Only:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return w.communities.collect()
+
+    # the collector's own part: byte for byte
+    assert w.communities.exposition() == generate_latest(Only())
+    # the whole page: the same lines as the registry rendered by prometheus-client, every family once
+    page = w.exposition()
+    assert sorted(page.splitlines()) == sorted(generate_latest(registry).splitlines())
+    # rendered once per update: the same bytes object until the next update
+    assert w.communities.exposition() is w.communities.exposition()
+    # a community's lines are reused while its snapshot is the same object, redone when it changes
+    changed = [s.model_copy(update={"posts_7d": s.posts_7d + 7, "state": "dead"}) for s in snaps[:1]]
+    for update in (snaps[:1], changed + snaps[1:], snaps):
+        w.communities.update(update)
+        assert w.communities.exposition() == generate_latest(Only())
+        assert sorted(w.exposition().splitlines()) == sorted(generate_latest(registry).splitlines())
