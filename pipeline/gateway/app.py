@@ -56,7 +56,7 @@ GENERIC = "generic"  # metric label of /v1/events: declared platforms are an ope
 WEBHOOK_CONTENT_TYPES = frozenset({"application/json", "application/x-www-form-urlencoded"})
 EVENTS_CONTENT_TYPES = generic_adapter.CONTENT_TYPES
 JSON = "application/json"
-KAFKA_UP_REFRESH_S = 5.0  # how often each of several gateway processes re-checks Kafka for kafka_up
+KAFKA_UP_REFRESH_S = 5.0  # how often each gateway process re-checks Kafka for kafka_up
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -175,8 +175,8 @@ def create_app(
     Metrics go to ``registry`` (a fresh one by default, so apps built by tests never share state),
     and /metrics shows that registry. With ``multiprocess_dir`` (one of several gateway processes,
     prometheus-client in multiprocess mode: pipeline.gateway.multiproc) /metrics shows the metrics
-    of every process writing there, merged, and the process re-checks Kafka every
-    ``KAFKA_UP_REFRESH_S`` for kafka_up (merged as the minimum over the live processes).
+    of every process writing there, merged (kafka_up as the minimum over the live processes).
+    Every process re-checks Kafka every ``KAFKA_UP_REFRESH_S`` for kafka_up, traffic or not.
     """
     registry = registry if registry is not None else CollectorRegistry()
     gm = metrics.GatewayMetrics(registry)
@@ -380,8 +380,8 @@ def create_app(
         return Response(openapi_bytes, media_type=JSON)
 
     async def watch_kafka() -> None:
-        # kafka_up of several processes is their minimum: a process that gets no requests must
-        # still keep its own value current, or its stale 0 would read as "Kafka unreachable"
+        # kafka_up must be current without traffic or readiness probes, or a stale 0 reads as
+        # "Kafka unreachable" (and several processes' values merge as their minimum)
         while True:
             try:
                 ok = await producer.ready()
@@ -394,14 +394,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await producer.start()
-        watcher = asyncio.get_running_loop().create_task(watch_kafka()) if multiprocess_dir else None
+        watcher = asyncio.get_running_loop().create_task(watch_kafka())
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await producer.close()
 
     handlers = {f"/webhooks/{p}": webhook(p) for p in WEBHOOK_PLATFORMS}

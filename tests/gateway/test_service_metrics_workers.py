@@ -222,3 +222,12 @@ def test_kafka_up_is_merged_as_the_minimum_and_kept_current_without_requests(
         assert [s.labels for f in text_string_to_metric_families(text) for s in f.samples
                 if s.name == "pulse_gateway_kafka_up"] == [{}]
         assert total(text, "pulse_gateway_deliveries_received_total") == 0
+
+
+def test_one_process_keeps_kafka_up_current_without_requests(pulse_settings: Settings, tmp_path: Path) -> None:
+    """One gateway process with no delivery and no /readyz: kafka_up still reaches 1 (a stale 0
+    would fire PulseKafkaUnreachable on a quiet gateway)."""
+    with gateway(pulse_settings, tmp_path, workers=1) as (process, url):
+        wait_until("the gateway answers", lambda: get(url, "/healthz").status_code == 200, process)
+        wait_until("kafka_up is 1", lambda: total(get(url, "/metrics").text, "pulse_gateway_kafka_up") == 1, process)
+        assert total(get(url, "/metrics").text, "pulse_gateway_deliveries_received_total") == 0
