@@ -247,6 +247,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "events_ttl_days", "90", _int_between(1, 3650), "Days canonical events are kept in ClickHouse (by event time)"
     ),
+    Variable(
+        "stream_idle_s",
+        "600",
+        _int_between(1, 86_400),
+        "Seconds without events after which a community's stream time follows the wall clock minus this",
+    ),
     Variable("metrics_max_communities", "2000", _int_between(0, 1_000_000), "Cap on per-community metric series"),
     Variable("log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -274,6 +280,7 @@ class Settings:
     rate_limit_burst: int = 1000
     communities_file: Path | None = None
     events_ttl_days: int = 90
+    stream_idle_s: int = 600
     metrics_max_communities: int = 2000
     log_level: str = "INFO"
 

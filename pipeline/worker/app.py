@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import faust
@@ -26,6 +27,7 @@ from pipeline.communities import load_directory
 from pipeline.config import Settings
 from pipeline.metrics import WorkerMetrics
 from pipeline.worker.processing import (
+    EMIT_ON_FLUSH,
     Processor,
     StepResult,
     Unprocessable,
@@ -96,6 +98,7 @@ class PulseWorker:
             load_directory(settings.communities_file),
             load=self._load_state,
             partitions=topics.EVENT_PARTITIONS,
+            windows=replace(EMIT_ON_FLUSH, idle_after_ms=settings.stream_idle_s * 1000),
         )
         self._scanned: set[int] = set()
         self._processed_next: dict[int, int] = {}  # events partition -> offset after the last one handled

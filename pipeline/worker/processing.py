@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from pipeline import topics
 from pipeline.communities import Directory
 from pipeline.core.engine import CommunityEngine, Emissions
-from pipeline.core.windows import DEFAULT_WINDOWS
+from pipeline.core.windows import DEFAULT_WINDOWS, WindowsConfig
 from pipeline.events import CanonicalEvent
 from pipeline.results import HealthSnapshot
 
@@ -141,8 +141,10 @@ class Processor:
         load: LoadState,
         partitions: int,
         max_engines: int = MAX_RESIDENT_ENGINES,
+        windows: WindowsConfig = EMIT_ON_FLUSH,
     ) -> None:
         self.directory = directory
+        self.windows = windows
         self._load = load
         self.partitions = partitions
         self.max_engines = max_engines
@@ -181,9 +183,9 @@ class Processor:
         data = self._load(community_id)
         if data is not None:
             engine = CommunityEngine.from_state(data, policy)
-            engine.config = EMIT_ON_FLUSH  # state holds no rules: set them again
+            engine.config = self.windows  # state holds no rules: set them again
         elif event is not None:
-            engine = CommunityEngine(community_id, event.platform, event.space_id, policy, EMIT_ON_FLUSH)
+            engine = CommunityEngine(community_id, event.platform, event.space_id, policy, self.windows)
         else:
             return None
         self._evict(self.max_engines - 1)
