@@ -380,15 +380,16 @@ def test_kafka_down_means_503_and_nothing_2xx_then_recovers(
 # ---------------------------------------------------------------- the command
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_pulse_gateway_command_serves_until_stopped(pulse_settings: Settings, tmp_path: Path, workers: int) -> None:
-    settings = pulse_settings
+@contextlib.contextmanager
+def gateway(settings: Settings, tmp: Path, workers: int) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`pulse gateway --workers N` as a subprocess on a free port (its output in a pipe, read after it stops)."""
     port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
+        "TMPDIR": str(tmp),  # where the gateway makes its private metrics directory
         "PULSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "PULSE_TOPIC_PREFIX": settings.topic_prefix,
-        "PULSE_STATE_DIR": str(tmp_path / "state"),
+        "PULSE_STATE_DIR": str(tmp / "state"),
         "PULSE_GATEWAY_HOST": "127.0.0.1",
         "PULSE_GATEWAY_PORT": str(port),
         "PULSE_GITHUB_WEBHOOK_SECRET": settings.github_webhook_secret.reveal(),  # type: ignore[union-attr]
@@ -398,26 +399,32 @@ def test_pulse_gateway_command_serves_until_stopped(pulse_settings: Settings, tm
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            deadline = time.monotonic() + WAIT_S
-            while True:
-                assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/healthz").status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "pulse gateway did not start"
-                time.sleep(0.1)
-            wait_ready(client)
-            recorded = next(r for r in read_path(FIXTURES / "github") if expected_events(r))
-            assert send(client, settings, recorded).status_code == 202
-            assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
+        yield process, f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         try:
-            process.wait(20)
+            process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_pulse_gateway_command_serves_until_stopped(pulse_settings: Settings, tmp_path: Path, workers: int) -> None:
+    settings = pulse_settings
+    with gateway(settings, tmp_path, workers) as (process, url), httpx.Client(base_url=url, timeout=10) as client:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            with contextlib.suppress(httpx.TransportError):
+                if client.get("/healthz").status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "pulse gateway did not start"
+            time.sleep(0.1)
+        wait_ready(client)
+        recorded = next(r for r in read_path(FIXTURES / "github") if expected_events(r))
+        assert send(client, settings, recorded).status_code == 202
+        assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
     output = process.stdout.read().decode() if process.stdout else ""
     assert settings.github_webhook_secret.reveal() not in output  # type: ignore[union-attr]
     assert consume(settings.kafka_bootstrap, settings.topic(topics.RAW), 1)

@@ -15,9 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,7 +27,7 @@ from pipeline import topics
 from pipeline.config import Settings
 from pipeline.gateway.multiproc import DIR_PREFIX
 from pipeline.replay.recorded import Recorded, read_path, route, signed_headers
-from pipeline.stack.process import free_port
+from tests.gateway.test_service_gateway import gateway
 from tests.observability.test_live_scrape import _check_exposition
 
 pytestmark = [
@@ -41,34 +39,6 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "webhooks"
 WAIT_S = 60.0  # upper bound for anything to happen; never a timing assertion
 MOST_DELIVERIES = 400  # bound on sending until both workers have accepted some
 ACCEPTED = "pulse_gateway_deliveries_accepted_total"
-
-
-@contextlib.contextmanager
-def gateway(settings: Settings, tmp: Path, workers: int) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "TMPDIR": str(tmp),  # where the gateway makes its private metrics directory
-        "PULSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "PULSE_TOPIC_PREFIX": settings.topic_prefix,
-        "PULSE_STATE_DIR": str(tmp / "state"),
-        "PULSE_GATEWAY_HOST": "127.0.0.1",
-        "PULSE_GATEWAY_PORT": str(port),
-        "PULSE_GITHUB_WEBHOOK_SECRET": settings.github_webhook_secret.reveal(),  # type: ignore[union-attr]
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "gateway", "--workers", str(workers)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        yield process, f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def get(url: str, path: str) -> httpx.Response:
