@@ -37,6 +37,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from pipeline.stack.process import pid_alive
+
 log = logging.getLogger(__name__)
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -107,20 +109,11 @@ def is_live_child(pid: int) -> bool:
     except FileNotFoundError:
         return False
     except OSError:  # no /proc here: fall back to "the pid exists"
-        return _pid_exists(pid)
+        return pid_alive(pid)
     # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'
     fields = stat.rsplit(")", 1)[1].split()
     return fields[0] != "Z" and int(fields[1]) == os.getpid()
 
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_stale_directories(parent: str) -> list[str]:
@@ -132,7 +125,7 @@ def remove_stale_directories(parent: str) -> list[str]:
             match = _DIR_NAME.match(entry.name)
             if not match or not entry.is_dir(follow_symlinks=False):
                 continue
-            if entry.stat(follow_symlinks=False).st_uid != uid or _pid_exists(int(match.group(1))):
+            if entry.stat(follow_symlinks=False).st_uid != uid or pid_alive(int(match.group(1))):
                 continue
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
