@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.figures import Figure, Report, write  # noqa: E402
+from bench.harness import cpu_seconds  # noqa: E402
 from pipeline import config  # noqa: E402
 from pipeline.events import CanonicalEvent  # noqa: E402
 from pipeline.gateway.producer import RawDelivery  # noqa: E402
@@ -268,26 +269,6 @@ async def load(url: str, n: int, concurrency: int, rate: float | None, watch: Se
 # ---------------------------------------------------------------- orchestration
 
 
-def wait_http(url: str, path: str, timeout: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url}{path} did not answer 200 within {timeout:.0f} s")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of a process and its live descendants (a gateway with worker processes)."""
     total = 0.0
@@ -328,7 +309,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int, workers: int) -> dict[str, dict[str, Any]]:
     """The four runs (bare and Kafka, closed and open loop) with ``workers`` gateway processes each."""
-    from pipeline.stack.process import free_port
+    from pipeline.stack.process import free_port, wait_http
 
     servers: list[subprocess.Popen[bytes]] = []
     urls, pids = {}, {}
@@ -343,10 +324,10 @@ def measure(args: argparse.Namespace, bootstrap: str, broker_pid: int, workers: 
             ))
             urls[mode] = f"http://127.0.0.1:{port}"
             pids[mode] = servers[-1].pid
-            wait_http(urls[mode], "/readyz")
+            wait_http(urls[mode] + "/readyz", 60, servers[-1])
             if workers > 1:  # every worker connected to Kafka (readyz answers from one of them)
                 for _ in range(4 * workers):
-                    wait_http(urls[mode], "/readyz")
+                    wait_http(urls[mode] + "/readyz", 60, servers[-1])
         # the broker's JIT compiler warms up on the first thousands of records: not measured
         run_load(urls["kafka"], args.broker_warmup, args.concurrency, None, [])
         for mode in ("bare", "kafka"):

@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pipeline import config, topics  # noqa: E402
+from pipeline.stack import process as stack_process  # noqa: E402
 from pipeline.stack.kafka import KafkaBroker  # noqa: E402
 from pipeline.stack.process import free_port, terminate  # noqa: E402
 
@@ -82,17 +83,12 @@ def start_pulse(name: str, args: list[str], env: dict[str, str], port: int, log_
 
 
 def wait_http(server: Server, path: str, timeout: float = 120.0) -> float:
-    """Wait until ``path`` answers 200; seconds waited."""
-    started = time.monotonic()
-    deadline = started + timeout
-    while time.monotonic() < deadline:
-        if not server.alive():
-            raise SystemExit(f"{server.name} exited with {server.process.returncode}; log: {server.log_file}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.url + path, timeout=2).status_code == 200:
-                return time.monotonic() - started
-        time.sleep(0.2)
-    raise SystemExit(f"{server.name}: {server.url}{path} not ready after {timeout:.0f} s; log: {server.log_file}")
+    """Wait until ``path`` answers 200; seconds waited. Exits the benchmark (with the log's
+    tail) if the server exits first or the time runs out."""
+    try:
+        return stack_process.wait_http(server.url + path, timeout, server.process, server.log_file)
+    except stack_process.StackError as exc:
+        raise SystemExit(f"{server.name}: {exc}") from None
 
 
 # ---------------------------------------------------------------- /metrics
