@@ -193,6 +193,12 @@ class CommunityEngine:
         em = Emissions()
         self.clock.tick(wall_now_ms)
         self._finalize()
+        # the prune an advance() at this wall time would have made, before the event: the
+        # idle rule may have moved stream time into a new hour, and whether a thread is
+        # still known (or already settled) must not depend on whether the caller advanced
+        # in between (a caller skipping idle engines until next_due_wall_ms does not)
+        self._hold_rows_before_prune(wall_now_ms)
+        self._prune()
         occurred = event.occurred_ms
         if self.dedupe.seen(event.event_id):
             em.duplicates = 1
@@ -208,11 +214,8 @@ class CommunityEngine:
             self._finalize()
         if self.config.emit_on_apply:
             self._emit_windows(em, wall_now_ms)
-        elif self._prune_due() and self._dirty and self._prune_changes_rows():
-            # a row needs threads that pruning forgets: compute the changed rows now and
-            # hand them out at the next advance(), so results never depend on when it comes
-            # (only when the prune would forget a thread a row can see: most hours it does not)
-            self._emit_windows(self._held, wall_now_ms)
+        else:
+            self._hold_rows_before_prune(wall_now_ms)
         self._prune()
         now = self.clock.now
         if now is not None and (
@@ -536,6 +539,13 @@ class CommunityEngine:
 
     # -------------------------------------------------------------- pruning
 
+    def _hold_rows_before_prune(self, wall_now_ms: int) -> None:
+        if not self.config.emit_on_apply and self._prune_due() and self._dirty and self._prune_changes_rows():
+            # a row needs threads that pruning forgets: compute the changed rows now and
+            # hand them out at the next advance(), so results never depend on when it comes
+            # (only when the prune would forget a thread a row can see: most hours it does not)
+            self._emit_windows(self._held, wall_now_ms)
+
     def _prune_due(self) -> bool:
         now = self.clock.now
         return now is not None and window_start(now, "1h") != self.pruned_hour
@@ -560,7 +570,7 @@ class CommunityEngine:
         now = self.clock.now
         if now is None:
             return False
-        cut = self._thread_cutoffs(now)
+        cut = self._thread_cutoffs(window_start(now, "1h"))  # as _prune computes them
         return self.threads.prune_changes_window_view(cut["answered_before_ms"], cut["open_before_ms"])
 
     def _prune(self) -> None:
@@ -572,6 +582,10 @@ class CommunityEngine:
         if self.pruned_hour == hour:
             return
         self.pruned_hour = hour
+        # as of the hour's start, not of this call's stream time: the prune of an hour then
+        # forgets the same whenever in the hour it runs (a caller that advances less often,
+        # or only when due, gets the same results; keeping up to an hour more is harmless)
+        now = hour
         cfg = self.config
         lateness = cfg.max_lateness_ms
         # a bucket can still change while an event inside it is within max_lateness
