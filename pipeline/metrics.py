@@ -215,6 +215,12 @@ class WorkerMetrics:
             ["reason"],
             registry=registry,
         )
+        self.consumer_skips = Counter(
+            "pulse_worker_consumer_skips",
+            "Times the consumer skipped events of a partition (around a rebalance) and the worker "
+            "read them from Kafka itself.",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "pulse_worker_consumer_lag_messages",
             "Messages between the worker's read position and the end of each owned partition.",

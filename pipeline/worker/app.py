@@ -44,6 +44,9 @@ TICK_INTERVAL_S = 5.0
 FLUSH_EVENTS = 2000
 FLUSH_INTERVAL_S = 0.5
 METRICS_INTERVAL_S = 5.0
+# how long fetching events the consumer skipped may take before the worker gives up (and stops:
+# going on would lose them)
+SKIPPED_FETCH_TIMEOUT_S = 30.0
 
 
 def _now_ms() -> int:
@@ -106,7 +109,11 @@ class PulseWorker:
         self._pending: dict[int, list[EventT]] = {}
         self._pending_since: dict[int, int] = {}
         self._flush_requested: set[int] = set()
+        # how often each partition was revoked: a step that waited on Kafka across a
+        # revocation must not save or acknowledge (see _revoked_since)
+        self._revocations: dict[int, int] = {}
         self._lag_exported: set[int] = set()  # partitions with a consumer-lag series
+        self._gauges_revision = -1  # the processor's health_revision last shown in the gauges
         self._topic = {
             name: self.app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=None)
             for name in (
@@ -187,7 +194,7 @@ class PulseWorker:
 
         @app.timer(interval=METRICS_INTERVAL_S)
         async def export_metrics() -> None:
-            self.metrics.communities.update(self.processor.current_health())
+            self._refresh_community_gauges()
             await self._export_lag()
 
         def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
@@ -197,6 +204,7 @@ class PulseWorker:
             self.processor.forget_partitions(parts)
             self._scanned -= parts
             for part in parts:
+                self._revocations[part] = self._revocations.get(part, 0) + 1
                 self._processed_next.pop(part, None)
                 self._take_pending(part)  # never acknowledged: the next owner processes them again
                 self._unconfirmed.pop(part, None)
@@ -209,6 +217,9 @@ class PulseWorker:
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
             # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway
+            # at scrape time, as a collector would: a flush shows at the next scrape, not
+            # only at the next export tick (that wait was most of /metrics' freshness)
+            self._refresh_community_gauges()
             return web.bytes(self.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
         @app.page("/healthz")
@@ -216,6 +227,13 @@ class PulseWorker:
             return web.json({"status": "ok"})
 
         self._agent = engagement
+
+    def _refresh_community_gauges(self) -> None:
+        """Per-community gauges from the processor's health, when it may have changed."""
+        revision = self.processor.health_revision
+        if revision != self._gauges_revision:
+            self.metrics.communities.update(self.processor.current_health())
+            self._gauges_revision = revision
 
     async def _caught_up_partitions(self) -> set[int]:
         """Owned partitions whose events are all processed: only those may tick.
@@ -276,6 +294,7 @@ class PulseWorker:
     async def _handle(self, event: EventT, stream: Any, *, is_tick: bool) -> None:
         message = event.message
         partition = message.partition
+        revocations = self._revocations.get(partition, 0)
         wall_ms = _now_ms()
         result = StepResult()
         done = [event]
@@ -289,17 +308,31 @@ class PulseWorker:
                     result = self.processor.flush(partition, wall_ms)
                 done += self._take_pending(partition)
             else:
+                skipped = await self._skipped_before(message)
+                if self._revoked_since(partition, revocations):
+                    return
+                for record in skipped:  # the consumer counts them as done: applied here, saved at the flush
+                    try:
+                        result.add_step(self.processor.handle_event(record.value, wall_ms))
+                    except Unprocessable as exc:
+                        await self._dead_letter(record, exc)
                 self._processed_next[partition] = message.offset + 1
-                result = self.processor.handle_event(event.value, wall_ms)
-                pending = self._pending.setdefault(partition, [])
-                pending.append(event)
-                done = []
-                self._pending_since.setdefault(partition, wall_ms)
-                if len(pending) >= FLUSH_EVENTS or wall_ms - self._pending_since[partition] >= FLUSH_INTERVAL_S * 1000:
-                    result.add_step(self.processor.flush(partition, wall_ms))
-                    done = self._take_pending(partition)
+                result.add_step(self.processor.handle_event(event.value, wall_ms))
         except Unprocessable as exc:
             await self._dead_letter(message, exc)
+            if self._revoked_since(partition, revocations):
+                return
+        if not is_tick:
+            # acknowledged only at the partition's flush and in offset order, dead-lettered
+            # ones too: Faust commits the first unbroken run of acknowledged offsets, so an
+            # early acknowledgement past unsaved events could commit over them
+            pending = self._pending.setdefault(partition, [])
+            pending.append(event)
+            done = []
+            since = self._pending_since.setdefault(partition, wall_ms)
+            if len(pending) >= FLUSH_EVENTS or wall_ms - since >= FLUSH_INTERVAL_S * 1000:
+                result.add_step(self.processor.flush(partition, wall_ms))
+                done = self._take_pending(partition)
         # straight to the producer: Faust's Topic.send machinery cost more than the engine
         producer = self.app.producer
         names = self._topic_names
@@ -311,11 +344,59 @@ class PulseWorker:
             # flush), acknowledged by Kafka; only then the state that no longer owes them
             await asyncio.gather(*unconfirmed)
             unconfirmed.clear()
-            for community_id, state in result.saves:
-                self._save_state(community_id, state)
+        if self._revoked_since(partition, revocations):
+            return
+        for community_id, state in result.saves:
+            self._save_state(community_id, state)
         self._observe(result, event)
         for finished in done:
-            await stream.ack(finished)
+            await stream.ack(finished)  # synchronous inside: no rebalance between save and ack
+
+    async def _skipped_before(self, message: Any) -> list[Any]:
+        """Events of the message's partition the consumer skipped just before it, read from Kafka.
+
+        Around a rebalance Faust can hand over an event past one it never delivers, and its
+        gap tracking then counts the missing offset as done, so it would be committed
+        unprocessed (seen here: one event skipped per rebalance, now and then). Nothing writes
+        engagement.events with holes (no transactions, no compaction), so a hole between the
+        offset expected next and this one means skipped events: they are fetched directly
+        (seeking Faust's consumer back does not work while its fetch loop still hands over
+        what it fetched before). Earlier offsets than expected are fine (a seek back to the
+        committed offset; the engines drop what they have already seen).
+        """
+        partition, offset = message.partition, message.offset
+        expected = self._processed_next.get(partition)
+        if expected is None:  # first event since the partition was assigned
+            expected = getattr(self.app.consumer, "_committed_offset", {}).get(message.tp)
+        if expected is None or offset <= expected:
+            return []
+        log.warning(
+            "%s[%d]: offset %d arrived but %d was next: reading the skipped events from Kafka",
+            message.topic,
+            partition,
+            offset,
+            expected,
+        )
+        self.metrics.consumer_skips.inc()
+        records = await asyncio.wait_for(
+            _read_range(self.settings.kafka_bootstrap, message.topic, partition, expected, offset),
+            SKIPPED_FETCH_TIMEOUT_S,
+        )
+        log.info("%s[%d]: %d skipped events read back", message.topic, partition, len(records))
+        return records
+
+    def _revoked_since(self, partition: int, revocations: int) -> bool:
+        """Whether the partition was revoked while a step waited on Kafka.
+
+        Its engines and unsaved events were dropped then, and the next owner (maybe this
+        worker again) starts from the committed offset and the saved state. A save now
+        would land in the changelog after that owner's writes, and an acknowledgement
+        could commit for it: the step is void, its events are simply processed again.
+        """
+        if self._revocations.get(partition, 0) == revocations:
+            return False
+        log.info("partition %d was revoked during a step: the step is dropped, its events go again", partition)
+        return True
 
     def _take_pending(self, partition: int) -> list[EventT]:
         self._pending_since.pop(partition, None)
@@ -349,6 +430,25 @@ class PulseWorker:
                 ("source_offset", str(message.offset).encode()),
             ],
         )
+
+
+async def _read_range(bootstrap: str, topic: str, partition: int, start: int, end: int) -> list[Any]:
+    """Records ``start`` to ``end`` (exclusive) of one partition, with a consumer of its own."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        records: list[Any] = []
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            records += [r for r in batch.get(tp, []) if r.offset < end]
+        return records
+    finally:
+        await consumer.stop()
 
 
 def _api_filters(query: Any) -> dict[str, str | None]:

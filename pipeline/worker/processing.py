@@ -156,6 +156,9 @@ class Processor:
         self._due: dict[str, int | None] = {}
         self._health: dict[str, HealthSnapshot] = {}
         self._stale: set[str] = set()  # communities whose figures changed since health was last computed
+        # rises whenever current_health() may give something new: whoever shows health (the
+        # worker's /metrics) asks for it again only then
+        self.health_revision = 0
         self.newest_event_ms: int | None = None  # for the stream-lag gauge
         self._dirty: dict[int, set[str]] = {}  # partition -> communities applied to since the last flush
         # communities whose state is in a result the caller has not written yet: never dropped
@@ -190,7 +193,7 @@ class Processor:
             return None
         self._evict(self.max_engines - 1)
         self._engines[community_id] = engine
-        self._stale.add(community_id)
+        self._mark_stale(community_id)
         self._by_partition.setdefault(self.partition_of(community_id), set()).add(community_id)
         return engine
 
@@ -217,8 +220,13 @@ class Processor:
         for community_id in community_ids:
             self._by_partition.setdefault(self.partition_of(community_id), set()).add(community_id)
 
+    def _mark_stale(self, community_id: str) -> None:
+        self._stale.add(community_id)
+        self.health_revision += 1
+
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Drop cached engines of partitions we no longer own; the table is the truth."""
+        self.health_revision += 1
         for part in partitions:
             self._dirty.pop(part, None)  # unacknowledged: the next owner applies those events again
             for community_id in self._by_partition.pop(part, set()):
@@ -266,7 +274,7 @@ class Processor:
             result.saves.append((community_id, engine.to_state()))
             self._unsaved.add(community_id)
             self._due[community_id] = engine.next_due_wall_ms()
-            self._stale.add(community_id)
+            self._mark_stale(community_id)
         return result
 
     def handle_tick(self, partition: int, wall_ms: int) -> StepResult:
@@ -300,7 +308,7 @@ class Processor:
                 result.add(emissions)
                 result.saves.append((community_id, engine.to_state()))
                 self._unsaved.add(community_id)
-                self._stale.add(community_id)
+                self._mark_stale(community_id)
         return result
 
     def current_health(self) -> list[HealthSnapshot]:

@@ -139,3 +139,25 @@ def test_partition_matches_the_partitioner_faust_uses(key: str) -> None:
 
     parts = list(range(topics.EVENT_PARTITIONS))
     assert partition_for(key, len(parts)) == DefaultPartitioner()(key.encode(), parts, parts)
+
+
+def test_health_revision_rises_exactly_when_current_health_may_differ(history: list[CanonicalEvent]) -> None:
+    table: dict[str, bytes] = {}
+    processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS)
+    part = partition_for(history[0].community_id, topics.EVENT_PARTITIONS)
+    start = processor.health_revision
+    processor.handle_event(history[0].to_json_bytes(), WALL_MS)
+    # the engine is new: its health is not shown yet
+    assert processor.health_revision > start
+    shown = processor.current_health()
+    assert [h.community_id for h in shown] == [history[0].community_id]
+    quiet = processor.health_revision
+    assert processor.current_health() == shown and processor.health_revision == quiet
+    processor.handle_event(history[1].to_json_bytes(), WALL_MS)
+    table.update(processor.flush(part, WALL_MS).saves)
+    assert processor.health_revision > quiet
+    after = processor.current_health()
+    assert after[0].posts_24h == shown[0].posts_24h + 1
+    gone = processor.health_revision
+    processor.forget_partitions([part])
+    assert processor.health_revision > gone and processor.current_health() == []
