@@ -44,8 +44,8 @@ TICK_INTERVAL_S = 5.0
 FLUSH_EVENTS = 2000
 FLUSH_INTERVAL_S = 0.5
 METRICS_INTERVAL_S = 5.0
-# how long fetching events the consumer skipped may take before the worker gives up (and stops:
-# going on would lose them)
+# how long fetching events the consumer skipped may take; past it the step fails with
+# TimeoutError, and nothing of it is saved or acknowledged
 SKIPPED_FETCH_TIMEOUT_S = 30.0
 
 
@@ -311,14 +311,17 @@ class PulseWorker:
                 skipped = await self._skipped_before(message)
                 if self._revoked_since(partition, revocations):
                     return
-                for record in skipped:  # the consumer counts them as done: applied here, saved at the flush
+                self._processed_next[partition] = message.offset + 1
+                # skipped ones first (the consumer counts them as done: applied here, saved at
+                # the flush), then this one; an unprocessable one goes to the dead letters
+                for record in (*skipped, message):
                     try:
                         result.add_step(self.processor.handle_event(record.value, wall_ms))
                     except Unprocessable as exc:
                         await self._dead_letter(record, exc)
-                self._processed_next[partition] = message.offset + 1
-                result.add_step(self.processor.handle_event(event.value, wall_ms))
-        except Unprocessable as exc:
+                        if self._revoked_since(partition, revocations):
+                            return
+        except Unprocessable as exc:  # a bad tick
             await self._dead_letter(message, exc)
             if self._revoked_since(partition, revocations):
                 return
