@@ -221,6 +221,12 @@ class WorkerMetrics:
             "read them from Kafka itself.",
             registry=registry,
         )
+        self.recovery_reseeks = Counter(
+            "pulse_worker_recovery_reseeks",
+            "Times table recovery waited on changelog records its consumer had already read past "
+            "without handing them over, and the worker sought the partition back.",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "pulse_worker_consumer_lag_messages",
             "Messages between the worker's read position and the end of each owned partition.",

@@ -47,6 +47,9 @@ METRICS_INTERVAL_S = 5.0
 # how long fetching events the consumer skipped may take; past it the step fails with
 # TimeoutError, and nothing of it is saved or acknowledged
 SKIPPED_FETCH_TIMEOUT_S = 30.0
+# table recovery that has received nothing from a changelog partition for this long, while
+# its consumer is already past what recovery still needs, is stuck: seek the partition back
+RECOVERY_STALL_S = 15.0
 
 
 def _now_ms() -> int:
@@ -112,6 +115,7 @@ class PulseWorker:
         # how often each partition was revoked: a step that waited on Kafka across a
         # revocation must not save or acknowledge (see _revoked_since)
         self._revocations: dict[int, int] = {}
+        self._recovery_checked: dict[TP, float] = {}  # changelog partition -> when a stall was handled
         self._lag_exported: set[int] = set()  # partitions with a consumer-lag series
         self._gauges_revision = -1  # the processor's health_revision last shown in the gauges
         self._topic = {
@@ -196,6 +200,13 @@ class PulseWorker:
         async def export_metrics() -> None:
             self._refresh_community_gauges()
             await self._export_lag()
+
+        @app.timer(interval=TICK_INTERVAL_S)
+        async def watch_recovery() -> None:
+            try:
+                await self._unstick_recovery()
+            except Exception as exc:  # a rebalance moved the partition meanwhile: next round
+                log.warning("checking table recovery failed: %s: %s", type(exc).__name__, exc)
 
         def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
             revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
@@ -387,6 +398,57 @@ class PulseWorker:
         )
         log.info("%s[%d]: %d skipped events read back", message.topic, partition, len(records))
         return records
+
+    async def _unstick_recovery(self) -> None:
+        """Seek back a changelog partition whose records table recovery never received.
+
+        Faust's recovery waits, with no timeout, until it has read every active changelog
+        partition up to the highwater it measured. Once in CI a worker taking over partitions
+        waited for minutes on a partition with two records, while Faust's own check saw fetch
+        requests for it go out: most likely the records had been fetched and dropped, as
+        ``_skipped_before`` sees happen to events. When the consumer's position is past what
+        recovery has seen, the partition is sought back to the last record seen (recovery
+        ignores records it has already applied); otherwise the stall is only logged.
+        """
+        recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]  # on the concrete TableManager
+        if not recovery.in_recovery:
+            return
+        now = time.monotonic()
+        for tp, remaining in list(recovery.active_remaining().items()):
+            last_event = max(
+                recovery._active_events_received_at.get(tp) or recovery._recovery_started_at or now,
+                self._recovery_checked.get(tp, 0.0),
+            )
+            if remaining <= 0 or now - last_event < RECOVERY_STALL_S:
+                continue
+            seen = recovery.active_offsets[tp]  # last offset recovery applied, -1 for none
+            position = await self.app.consumer.position(tp)
+            if position is None or position <= seen + 1:
+                # the consumer has not read past it: slow, or stuck in a way a seek cannot fix
+                log.warning(
+                    "recovery of %s[%d] has received nothing for %.0f s (at offset %d of %d, consumer at %s)",
+                    tp.topic,
+                    tp.partition,
+                    now - last_event,
+                    seen,
+                    recovery.active_highwaters[tp],
+                    position,
+                )
+                self._recovery_checked[tp] = now
+                continue
+            log.warning(
+                "recovery of %s[%d] is stuck at offset %d (highwater %d) while its consumer is at %d: "
+                "seeking back to %d",
+                tp.topic,
+                tp.partition,
+                seen,
+                recovery.active_highwaters[tp],
+                position,
+                max(seen, 0),
+            )
+            self.metrics.recovery_reseeks.inc()
+            self._recovery_checked[tp] = now  # one seek per stall period
+            await self.app.consumer.seek_wait({tp: max(seen, 0)})
 
     def _revoked_since(self, partition: int, revocations: int) -> bool:
         """Whether the partition was revoked while a step waited on Kafka.
