@@ -41,8 +41,12 @@ Definitions (documented here because they are choices):
 - A thread is expected to start once. A second ``thread_started`` for the same
   thread keeps the earliest start; if it names another author, a first response
   already emitted is not retracted (no retraction row exists).
-- A reply older than its thread's start by more than ``max_lateness`` + 1 d does not
-  answer it (such orphan replies are forgotten by then, in any arrival order).
+- A reply *before* its thread's start (seen in real exports: answers merged in from an
+  older question) answers it only if it is at most ``max_lateness`` before the start,
+  and then counts as answering *at the start*: latency 0, and in the windows holding
+  the start (a thread cannot be answered before it exists). An earlier reply never
+  answers it. Replies wait (``Thread.held``) until their thread's start is known, at
+  most 2 x ``max_lateness``, so the rule is applied the same in any arrival order.
 - Health rolling views: "last 1 h" = the current hourly bucket, "24 h" = the 24
   hourly buckets up to the current one, "7 d"/"28 d" = that many daily buckets up to
   the current (partial) day, the dying baseline = the 28 daily buckets before those.
@@ -60,7 +64,9 @@ What is kept (and pruned once per stream hour): hourly buckets back to
 max_lateness + 1 h (at least 24 h); daily buckets 35 days (posters only for the
 last 28, counters after); event-id digests for max_lateness; threads open for the
 28 d horizon, answered ones while a window or 7 d view can still need them;
-members for ``member_memory_ms``. Nothing is kept per event.
+replies held for a thread whose start is not known (or too early for it) for
+2 x max_lateness; members for ``member_memory_ms``. Apart from the event-id digests
+and the held replies, nothing is kept per event.
 
 Emission: with ``WindowsConfig.emit_on_apply`` (default) every ``apply`` returns
 the rows of the windows it changed. With ``emit_on_apply=False`` it only marks them
@@ -100,13 +106,13 @@ _DAYS_KEPT = 35  # dying baseline: the 4 weeks before the last 7 days
 _DETAIL_DAYS = 28  # posters per day are kept for the 28 d views only
 
 
-def cfg_orphan_ms(config: WindowsConfig) -> int:
-    """How far before a thread's start its replies still count (see Thread.set_start).
+def cfg_early_reply_ms(config: WindowsConfig) -> int:
+    """How far before its thread's start a reply still answers it (at the start, latency 0).
 
-    Orphan replies are kept a day longer than this, so a reply this close to the start
-    is always still known when the start arrives, whatever the arrival order.
+    max_lateness: the same span within which the engine takes events out of order. Held
+    replies are kept max_lateness longer than this (the start itself may be that late).
     """
-    return config.max_lateness_ms + DAY_MS
+    return config.max_lateness_ms
 
 
 @dataclass
@@ -329,18 +335,18 @@ class CommunityEngine:
         if event.kind == Kind.THREAD_STARTED:
             tid = event.thread_id or event.event_id
             thread = self.threads.get(tid)
-            old_start, old_fr = thread.start_ms, thread.first_response()
-            thread.set_start(actor, occurred, occurred - cfg_orphan_ms(self.config))
+            old_start = thread.start_ms
+            thread.set_start(actor, occurred, cfg_early_reply_ms(self.config))
         else:
             reply_tid = event.thread_id or event.parent_id
             if reply_tid is None:
                 return
             tid = reply_tid
             thread = self.threads.get(tid)
-            old_start, old_fr = thread.start_ms, thread.first_response()
-            thread.add_response(actor, occurred)
+            old_start = thread.start_ms
+            thread.add_response(actor, occurred, cfg_early_reply_ms(self.config))
         self.threads.reindex(tid, thread, old_start)
-        self._thread_changed(tid, thread, occurred, old_fr, em)
+        self._thread_changed(tid, thread, occurred, em)
 
     def _note_member(self, actor: str, occurred: int) -> None:
         # hour resolution is exact for "first post in this window" (windows are whole hours)
@@ -393,26 +399,18 @@ class CommunityEngine:
         tid: str,
         thread: Thread,
         occurred: int,
-        old_fr: tuple[str, int] | None,
         em: Emissions,
     ) -> None:
         fr = thread.first_response()
-        # windows ending after the change see a different "unanswered at end"; when the first
-        # response changed, the windows holding the old and the new one see a different
-        # latency (a reply can be older than its thread's start: these can lie before
-        # ``occurred``)
-        since = occurred
-        if fr != old_fr:
-            for changed in (fr, old_fr):
-                if changed is not None:
-                    since = min(since, changed[1])
-        # ...but no event reaches further back than max_lateness (measured from the event,
-        # not the clock, so the outcome does not depend on arrival order)
-        since = max(since, occurred - self.config.max_lateness_ms)
+        # windows ending after the change see a different "unanswered at end", and when the
+        # first response changed, the windows holding the old and the new answer see a
+        # different latency. Both answers count at or after ``occurred`` (a reply answers at
+        # the later of its time and the start, and the start moves only earlier), so the
+        # windows ending after ``occurred`` are all the windows this event can change
         for size, by_start in self.buckets.items():
             step = SIZE_MS[size]
             for start in by_start:
-                if start + step > since:
+                if start + step > occurred:
                     self._mark(size, start)
         if fr is None or thread.start_ms is None or thread.author is None:
             return
@@ -561,7 +559,9 @@ class CommunityEngine:
             "answered_before_ms": touchable - lateness - DAY_MS - HOUR_MS,
             "started_before_ms": now - 8 * DAY_MS,  # the 7 d health views
             "open_before_ms": touchable - cfg.thread_horizon_ms - DAY_MS,
-            "orphan_before_ms": now - cfg_orphan_ms(cfg) - DAY_MS,
+            # a start that can still arrive is at most max_lateness old: it admits no reply
+            # more than max_lateness + cfg_early_reply_ms before now
+            "held_before_ms": touchable - cfg_early_reply_ms(cfg),
         }
 
     def _prune_changes_rows(self) -> bool:

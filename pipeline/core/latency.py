@@ -1,19 +1,27 @@
 """First responses: per thread, the earliest reply by someone who is neither its author nor a bot.
 
 Replies may arrive before the thread they answer (any order within lateness), when
-the author is still unknown. So each thread keeps two candidates, whatever the
-author: ``c1`` the earliest response overall and ``c2`` the earliest by an actor
-other than ``c1``'s. For any author the first response is then ``c1`` when
-``c1`` is not the author, else ``c2``: O(1) per thread, independent of arrival
-order (ties on time are broken by actor id). A response older than its thread
-(seen in real exports) counts with latency 0.
+neither the author nor the start is known yet. Such replies are *held* (a list per
+thread) until the start arrives; then those close enough to the start become
+candidates. Candidates are two, whatever the author: ``c1`` the earliest response
+overall and ``c2`` the earliest by an actor other than ``c1``'s. For any author the
+first response is then ``c1`` when ``c1`` is not the author, else ``c2``: O(1) per
+thread, independent of arrival order (ties on time are broken by actor id).
+
+Early replies (seen in real exports: answers merged in from an older question): a
+reply at most ``early_ms`` before its thread's start answers it *at the start*
+(latency 0, and in the windows of the start, see ``Thread.answered_at``); an earlier
+one never answers it. The cut is applied to the held replies when the start arrives
+and to each later reply, so the candidates are always exactly the replies the rule
+admits: two candidates cannot be filtered after the fact (a third reply, the one that
+should take over from a dropped candidate, was never kept).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
@@ -29,8 +37,12 @@ class Thread:
     emitted_ms: int | None = None
     emitted_actor: str | None = None
     emitted_start: int | None = None
+    # (ms, actor) of replies that are not candidates: all of them while the start is unknown,
+    # and those too far before it (an earlier report of the start may still admit them)
+    held: list[tuple[int, str]] = field(default_factory=list)
 
     def first_response(self) -> tuple[str, int] | None:
+        """(responder, reply time); the reply may precede the start (see ``answered_at``)."""
         if self.author is None or self.c1_actor is None:
             return None
         if self.c1_actor != self.author:
@@ -39,7 +51,26 @@ class Thread:
             return self.c2_actor, self.c2_ms
         return None
 
-    def add_response(self, actor: str, at_ms: int) -> None:
+    def answered_at(self) -> int | None:
+        """When the thread counts as answered: its first response, or its start if that is later.
+
+        A thread cannot be answered before it exists: an early reply answers it at its start,
+        so latency is never negative and the windows holding the start hold the answer too
+        (they are the ones the start's event changes, whatever the arrival order).
+        """
+        fr = self.first_response()
+        if fr is None or self.start_ms is None:
+            return None
+        return max(fr[1], self.start_ms)
+
+    def add_response(self, actor: str, at_ms: int, early_ms: int | None = None) -> None:
+        """A reply by ``actor`` (not a bot); ``early_ms``: how far before the start it may be (None: any)."""
+        if self.start_ms is None or (early_ms is not None and at_ms < self.start_ms - early_ms):
+            self.held.append((at_ms, actor))
+        else:
+            self._candidate(actor, at_ms)
+
+    def _candidate(self, actor: str, at_ms: int) -> None:
         if self.c1_actor is None:
             self.c1_actor, self.c1_ms = actor, at_ms
         elif (at_ms, actor) < (self.c1_ms, self.c1_actor):
@@ -49,35 +80,31 @@ class Thread:
         elif actor != self.c1_actor and (self.c2_actor is None or (at_ms, actor) < (self.c2_ms, self.c2_actor)):
             self.c2_actor, self.c2_ms = actor, at_ms
 
-    def set_start(self, author: str, start_ms: int, forget_before_ms: int | None = None) -> None:
+    def set_start(self, author: str, start_ms: int, early_ms: int | None = None) -> None:
         """Record the start; the same thread reported twice keeps the earliest (order independent).
 
-        Replies that precede the start by more than the engine keeps orphan replies
-        (``forget_before_ms``) are dropped here, so that whether they were still
-        remembered when the start arrived cannot change the result.
+        Held replies at most ``early_ms`` (None: any) before the start become candidates; the
+        others stay held, in case a second report moves the start earlier.
         """
-        if (
-            self.start_ms is None
-            or self.author is None
-            or (start_ms, author)
-            < (
-                self.start_ms,
-                self.author,
-            )
-        ):
+        if self.start_ms is None or self.author is None or (start_ms, author) < (self.start_ms, self.author):
             self.start_ms, self.author = start_ms, author
-        if forget_before_ms is not None and self.c1_actor is not None and self.c1_ms < forget_before_ms:
-            self.c1_actor = self.c2_actor = None
-            self.c1_ms = self.c2_ms = 0
+        if not self.held:
+            return
+        cut = None if early_ms is None else self.start_ms - early_ms
+        still: list[tuple[int, str]] = []
+        for at, actor in self.held:
+            if cut is None or at >= cut:
+                self._candidate(actor, at)
+            else:
+                still.append((at, actor))
+        self.held = still
 
-    def last_ms(self) -> int:
-        times = [t for t in (self.start_ms, self.c1_ms if self.c1_actor else None) if t is not None]
-        if self.c2_actor is not None:
-            times.append(self.c2_ms)
-        return max(times) if times else 0
+    def forget_held_before(self, before_ms: int) -> None:
+        if self.held:
+            self.held = [h for h in self.held if h[0] >= before_ms]
 
 
-# (start_ms, first response ms or None) of a thread whose start is known
+# (start_ms, answered_at ms or None) of a thread whose start is known
 Answered = tuple[int, int | None]
 
 
@@ -100,7 +127,8 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 class ThreadBook:
     """Threads of one community with two small indexes kept beside the records.
 
-    ``open``: threads without a first response yet (the unanswered and the orphans);
+    ``open``: threads with a start and no first response yet; ``orphans``: threads
+    holding replies (``Thread.held``: the start unknown, or replies too far before it);
     ``recent``: threads whose first response is recent enough that a window that
     can still be emitted may need it (pruned with the book). ``by_day``: thread ids
     by the UTC day of their start, for the 7-day health views. Window rows and
@@ -115,7 +143,7 @@ class ThreadBook:
     def __init__(self) -> None:
         self.threads: dict[str, Thread] = {}
         self.open: set[str] = set()
-        self.orphans: set[str] = set()  # replies seen, start not (yet)
+        self.orphans: set[str] = set()  # threads with held replies, or with no start (yet)
         self.recent: set[str] = set()
         self.by_day: dict[int, set[str]] = {}
         # answered threads no window row can need any more, kept only for the 7-day health
@@ -148,14 +176,16 @@ class ThreadBook:
                     day.discard(tid)
             if thread.start_ms is not None:
                 self.by_day.setdefault(_day(thread.start_ms), set()).add(tid)
-        if thread.start_ms is None:
+        if thread.start_ms is None or thread.held:
             self.orphans.add(tid)
-        elif thread.first_response() is None:
+        else:
             self.orphans.discard(tid)
+        if thread.start_ms is None:
+            return
+        if thread.first_response() is None:
             self.open.add(tid)
             self.recent.discard(tid)
         else:
-            self.orphans.discard(tid)
             self.open.discard(tid)
             self.recent.add(tid)
 
@@ -165,8 +195,7 @@ class ThreadBook:
         for tid in tids:
             t = threads.get(tid)
             if t is not None and t.start_ms is not None:
-                fr = t.first_response()
-                out.append((t.start_ms, fr[1] if fr else None))
+                out.append((t.start_ms, t.answered_at()))
         return out
 
     def window_view(self) -> list[Answered]:
@@ -202,8 +231,8 @@ class ThreadBook:
             if (threads[tid].start_ms or 0) < open_before_ms:
                 return True
         for tid in self.recent:
-            fr = threads[tid].first_response()
-            if fr is not None and fr[1] < answered_before_ms:
+            at = threads[tid].answered_at()
+            if at is not None and at < answered_before_ms:
                 return True
         return False
 
@@ -212,35 +241,38 @@ class ThreadBook:
         answered_before_ms: int,
         started_before_ms: int,
         open_before_ms: int,
-        orphan_before_ms: int,
+        held_before_ms: int,
     ) -> None:
         """Forget threads no window, health view or late event can still change or need.
 
-        An answered thread goes once its first response is older than
-        ``answered_before_ms`` and it started before ``started_before_ms``; an open
-        thread once it started before ``open_before_ms``; an orphan (replies
-        seen, start never) once its last reply is older than ``orphan_before_ms``.
+        An answered thread goes once it was answered before ``answered_before_ms`` and
+        it started before ``started_before_ms``; an open thread once it started before
+        ``open_before_ms``. Held replies older than ``held_before_ms`` are forgotten
+        (no start that can still arrive admits them), and an orphan with none left goes.
         """
         drop: list[str] = []
-        for tid in self.orphans:
-            if self.threads[tid].last_ms() < orphan_before_ms:
+        for tid in list(self.orphans):
+            t = self.threads[tid]
+            t.forget_held_before(held_before_ms)
+            if t.start_ms is None and not t.held:
                 drop.append(tid)
+            elif t.start_ms is not None and not t.held:
+                self.orphans.discard(tid)
         for tid in self.open:
             if (self.threads[tid].start_ms or 0) < open_before_ms:
                 drop.append(tid)
         settle: list[str] = []
         for tid in list(self.recent):
-            t = self.threads[tid]
-            fr = t.first_response()
-            if fr is not None and fr[1] < answered_before_ms:
+            at = self.threads[tid].answered_at()
+            if at is not None and at < answered_before_ms:
                 self.recent.discard(tid)
                 settle.append(tid)
-        # answered threads that left "recent" stay for the 7 d views only, as (start, response)
+        # answered threads that left "recent" stay for the 7 d views only, as (start, answered)
         for tid in settle:
             t = self.threads[tid]
-            fr = t.first_response()
-            if t.start_ms is not None and fr is not None:
-                self.settled.setdefault(_day(t.start_ms), []).append((t.start_ms, fr[1]))
+            at = t.answered_at()
+            if t.start_ms is not None and at is not None:
+                self.settled.setdefault(_day(t.start_ms), []).append((t.start_ms, at))
             drop.append(tid)
         for old_day in [d for d in self.settled if d + _DAY_MS <= started_before_ms]:
             del self.settled[old_day]
@@ -269,14 +301,15 @@ class ThreadBook:
         book = cls()
         book.threads = threads
         for tid, t in threads.items():
-            if t.start_ms is None:
+            if t.start_ms is None or t.held:
                 book.orphans.add(tid)
+            if t.start_ms is None:
                 continue
             book.by_day.setdefault(_day(t.start_ms), set()).add(tid)
-            fr = t.first_response()
-            if fr is None:
+            at = t.answered_at()
+            if at is None:
                 book.open.add(tid)
-            elif fr[1] >= recent_since_ms:
+            elif at >= recent_since_ms:
                 book.recent.add(tid)
         return book
 

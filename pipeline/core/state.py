@@ -55,6 +55,8 @@ def encode(engine: CommunityEngine) -> bytes:
                 t.emitted_ms,
                 t.emitted_actor,
                 t.emitted_start,
+                # held replies only when there are any: most threads have none
+                *([[list(h) for h in t.held]] if t.held else []),
             ]
             for tid, t in engine.threads.threads.items()
         },
@@ -95,7 +97,7 @@ def decode(data: bytes, policy: CommunityPolicy) -> CommunityEngine:
     engine = CommunityEngine(community_id, platform, space_id, policy, config)
     engine.clock = StreamClock.from_plain(config.idle_after_ms, doc["clock"])
     engine.members = {actor: [first * HOUR_MS, last * HOUR_MS] for actor, (first, last) in doc["members"].items()}
-    threads = {tid: Thread(*plain) for tid, plain in doc["threads"].items()}
+    threads = {tid: _thread(plain) for tid, plain in doc["threads"].items()}
     now = engine.clock.now
     # "recent" must be a superset of what the engine's pruning keeps (see engine._prune)
     recent_since = (now - 2 * config.max_lateness_ms - 2 * DAY_MS) if now is not None else 0
@@ -130,3 +132,15 @@ def decode(data: bytes, policy: CommunityPolicy) -> CommunityEngine:
         engine.total_future_dropped,
     ) = totals
     return engine
+
+
+def _thread(plain: list[Any]) -> Thread:
+    t = Thread(*plain[:10])
+    if len(plain) > 10:
+        t.held = [(at, actor) for at, actor in plain[10]]
+    elif t.start_ms is None and t.c1_actor is not None:
+        # written before replies were held: an orphan's replies were its two candidates
+        t.held = [(ms, a) for a, ms in ((t.c1_actor, t.c1_ms), (t.c2_actor, t.c2_ms)) if a is not None]
+        t.c1_actor = t.c2_actor = None
+        t.c1_ms = t.c2_ms = 0
+    return t

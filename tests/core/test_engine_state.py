@@ -103,3 +103,33 @@ def test_settled_threads_keep_the_7_day_views_and_survive_a_round_trip() -> None
     later = T0 + 13 * DAY
     assert again.advance(later).health == eng.advance(later).health
     assert again.health() == eng.health()
+
+
+def test_held_replies_survive_a_round_trip_and_are_forgotten_after_twice_max_lateness() -> None:
+    eng = engine()
+    eng.apply(ev("reply", "bob", T0, thread="t1"), T0)  # its thread's start is not known
+    eng.apply(ev("reply", "cid", T0 + 2 * HOUR, thread="t1"), T0 + 2 * HOUR)
+    doc = json.loads(eng.to_state())
+    assert doc["threads"]["t1"][10] == [[T0, "bob"], [T0 + 2 * HOUR, "cid"]]
+    again = CommunityEngine.from_state(eng.to_state(), eng.policy)
+    assert again.to_state() == eng.to_state()
+    assert again.threads.threads["t1"].held == [(T0, "bob"), (T0 + 2 * HOUR, "cid")]
+    # no start that can still arrive admits a reply more than 2 x max_lateness old (the idle
+    # clock follows the wall clock minus 10 min)
+    eng.advance(T0 + 2 * DAY + HOUR + 10 * MIN)
+    assert eng.threads.threads["t1"].held == [(T0 + 2 * HOUR, "cid")]
+    eng.advance(T0 + 2 * DAY + 3 * HOUR + 10 * MIN)
+    assert "t1" not in eng.threads.threads and not eng.threads.orphans
+
+
+def test_a_state_written_before_replies_were_held_is_read() -> None:
+    # an orphan's replies used to be its two candidates (and no held list was written)
+    eng = engine()
+    eng.apply(ev("reply", "bob", T0, thread="t1"), T0)
+    doc = json.loads(eng.to_state())
+    doc["threads"]["t1"] = [None, None, "bob", T0, "cid", T0 + MIN, 0, None, None, None]
+    old = CommunityEngine.from_state(json.dumps(doc).encode(), eng.policy)
+    thread = old.threads.threads["t1"]
+    assert thread.held == [(T0, "bob"), (T0 + MIN, "cid")] and thread.c1_actor is None
+    old.apply(ev("thread_started", "bob", T0 + 2 * MIN, thread="t1"), T0 + 2 * MIN)
+    assert thread.first_response() == ("cid", T0 + MIN)

@@ -6,11 +6,11 @@ import random
 from collections import Counter
 
 from corekit import DAY, HOUR, MIN, T0, content, engine, ev, run
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.engine import CommunityEngine
-from pipeline.core.windows import DEFAULT_WINDOWS, WindowsConfig
+from pipeline.core.windows import DEFAULT_WINDOWS, WindowsConfig, ms_to_dt
 from pipeline.events import CanonicalEvent
 
 GRACE = DEFAULT_WINDOWS.hour_grace_ms
@@ -79,6 +79,34 @@ def finals(rec) -> dict[str, dict]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs_st, st.integers(min_value=0, max_value=2**32))
+# a reply 25 h before its thread's start: counted in the reply's hour only when that hour's
+# final row happened to be computed after the start arrived (an early answer now counts at
+# the start, and only within max_lateness of it)
+@example(
+    specs=[
+        ("thread_started", "bob", 25 * 60, 0, 0),
+        ("thread_started", "ann", 0, 0, 0),
+        ("thread_started", "ann", 25 * 60, 0, 0),
+        ("reply", "ann", 0, 0, 0),
+    ],
+    seed=0,
+)
+# replies before a start that dropped earlier replies: both candidates were wiped when the
+# oldest was too early, so a reply arriving just before the start was lost and one just
+# after it was not (the third-earliest reply, never kept, could not take over either)
+@example(
+    specs=[("reply", "bob", 0, 0, 0), ("reply", "cid", 3000 - 2, 0, 0), ("thread_started", "ann", 3000, 0, 0)],
+    seed=0,
+)
+@example(
+    specs=[
+        ("reply", "bob", 0, 0, 0),
+        ("reply", "ann", 3000 - 2, 0, 0),
+        ("reply", "cid", 3000 - 1, 0, 0),
+        ("thread_started", "ann", 3000, 0, 0),
+    ],
+    seed=5,
+)
 def test_final_results_do_not_depend_on_arrival_order_within_grace(specs, seed) -> None:
     events = build(specs)
     _, ordered = run(in_time_order(events), finish_at=FAR)
@@ -223,6 +251,60 @@ def test_bots_are_counted_apart_and_never_respond() -> None:
     assert h0.bot_posts == 1 and h0.posts == 3 and h0.active_members == 2
     (fr,) = rec.latest_first_responses().values()
     assert fr.responder_id == "staffer" and fr.latency_s == 30 * 60
+
+
+def _early_reply_events(lead_ms: int) -> list[CanonicalEvent]:
+    start = T0 + 2 * DAY + 5 * MIN
+    return [
+        ev("reply", "bob", start - lead_ms, thread="t1", event_id="r1"),
+        ev("thread_started", "ann", start, thread="t1", event_id="s1"),
+        ev("reply", "cid", start + 30 * MIN, thread="t1", event_id="r2"),
+    ]
+
+
+def test_a_reply_shortly_before_its_thread_answers_it_at_the_start() -> None:
+    # (answers merged in from an older question have such times in real exports)
+    events = _early_reply_events(3 * HOUR)
+    start = T0 + 2 * DAY
+    for arrivals in (in_time_order(events), shuffled_within_grace(events, 7)):
+        _, rec = run(arrivals, finish_at=FAR)
+        (fr,) = rec.latest_first_responses().values()
+        assert fr.responder_id == "bob" and fr.latency_s == 0
+        assert fr.responded_at < fr.thread_started_at  # the reply's own time is kept
+        # the thread is answered in the hour of its start, not in the hour of the reply
+        answered = {k: w.threads_answered for k, w in rec.latest_windows().items() if w.threads_answered}
+        assert answered == {f"c1|1h|{ms_to_dt(start).isoformat()}": 1, f"c1|1d|{ms_to_dt(start).isoformat()}": 1}
+        hour = rec.latest_windows()[f"c1|1h|{ms_to_dt(start).isoformat()}"]
+        assert hour.first_response_p50_s == 0.0 and hour.threads_unanswered == 0
+
+
+def test_a_reply_more_than_max_lateness_before_its_thread_does_not_answer_it() -> None:
+    events = _early_reply_events(DEFAULT_WINDOWS.max_lateness_ms + MIN)
+    for arrivals in (in_time_order(events), shuffled_within_grace(events, 7)):
+        _, rec = run(arrivals, finish_at=FAR)
+        (fr,) = rec.latest_first_responses().values()
+        assert fr.responder_id == "cid" and fr.latency_s == 30 * 60
+    # exactly max_lateness before still answers
+    _, rec = run(in_time_order(_early_reply_events(DEFAULT_WINDOWS.max_lateness_ms)), finish_at=FAR)
+    (fr,) = rec.latest_first_responses().values()
+    assert fr.responder_id == "bob" and fr.latency_s == 0
+
+
+def test_a_late_start_admits_only_the_replies_close_enough_to_it() -> None:
+    # the start arrives a day late, after every reply: the too-early reply held with the
+    # others must not hide the ones that follow it (a reply by the author answers nothing)
+    start = T0 + 2 * DAY
+    events = [
+        ev("reply", "bob", start - 26 * HOUR, thread="t1"),  # still held when the start comes
+        ev("reply", "ann", start + 5 * MIN, thread="t1"),
+        ev("reply", "cid", start + 9 * MIN, thread="t1"),
+        ev("thread_started", "ann", start, thread="t1"),
+    ]
+    _, late = run([(e, e.occurred_ms) for e in events[:3]] + [(events[3], start + 20 * HOUR)], finish_at=FAR)
+    _, ordered = run(in_time_order(events), finish_at=FAR)
+    assert content(late.latest_first_responses()["c1|t1"]) == content(ordered.latest_first_responses()["c1|t1"])
+    assert ordered.latest_first_responses()["c1|t1"].responder_id == "cid"
+    assert late.late_applied == 1 and late.late_dropped == 0
 
 
 def test_unanswered_at_window_end() -> None:
