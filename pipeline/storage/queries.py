@@ -92,9 +92,7 @@ LIMIT 1 BY community_id
 
 def select_list(columns: tuple[str, ...]) -> str:
     """Times as epoch milliseconds: exact on every backend, whatever the session time zone."""
-    return ", ".join(
-        f"toUnixTimestamp64Milli({c}) AS {c}" if c in TIME_COLUMNS else f"`{c}`" for c in columns
-    )
+    return ", ".join(f"toUnixTimestamp64Milli({c}) AS {c}" if c in TIME_COLUMNS else f"`{c}`" for c in columns)
 
 
 def iso_ms(epoch_ms: int | None) -> str | None:
@@ -131,9 +129,7 @@ def sort_communities(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- queries
 
 
-def list_communities(
-    client: Any, state: str | None = None, platform: str | None = None
-) -> list[dict[str, Any]]:
+def list_communities(client: Any, state: str | None = None, platform: str | None = None) -> list[dict[str, Any]]:
     """The latest health of every community (optionally of one state and/or platform)."""
     sql = _LATEST_HEALTH.format(columns=select_list(HEALTH_COLUMNS), where="")
     conditions, params = [], {}
@@ -151,24 +147,31 @@ def list_communities(
 
 
 def current_health(client: Any, community_id: str) -> dict[str, Any] | None:
-    sql = _LATEST_HEALTH.format(
-        columns=select_list(HEALTH_COLUMNS), where="WHERE community_id = {cid:String}"
-    )
+    sql = _LATEST_HEALTH.format(columns=select_list(HEALTH_COLUMNS), where="WHERE community_id = {cid:String}")
     rows = client.query(sql, parameters={"cid": community_id}).result_rows
     return to_record(HEALTH_COLUMNS, rows[0]) if rows else None
 
 
 def window_history(client: Any, community_id: str, window: str, limit: int) -> list[dict[str, Any]]:
     """The last ``limit`` windows of one size, oldest first, highest version of each."""
+    return windows_of(client, [community_id], window, limit).get(community_id, [])
+
+
+def windows_of(client: Any, community_ids: list[str], window: str, limit: int) -> dict[str, list[dict[str, Any]]]:
+    """The last ``limit`` windows of one size of each community, oldest first, highest version of
+    each, in one query; communities without windows are left out."""
     sql = f"""
-        SELECT {select_list(WINDOW_COLUMNS)}
+        SELECT community_id, {select_list(WINDOW_COLUMNS)}
         FROM window_results FINAL
-        WHERE community_id = {{cid:String}} AND window = {{window:String}}
-        ORDER BY window_start DESC
-        LIMIT {int(limit)}
+        WHERE community_id IN {{cids:Array(String)}} AND window = {{window:String}}
+        ORDER BY community_id, window_start DESC
+        LIMIT {int(limit)} BY community_id
     """
-    rows = client.query(sql, parameters={"cid": community_id, "window": window}).result_rows
-    return [to_record(WINDOW_COLUMNS, r) for r in reversed(rows)]
+    rows = client.query(sql, parameters={"cids": list(community_ids), "window": window}).result_rows
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in reversed(rows):
+        found.setdefault(row[0], []).append(to_record(WINDOW_COLUMNS, row[1:]))
+    return found
 
 
 def state_changes(client: Any, community_id: str, limit: int) -> list[dict[str, Any]]:

@@ -520,8 +520,26 @@ def _api_filters(query: Any) -> dict[str, str | None]:
     return {"state": query.get("state") or None, "platform": query.get("platform") or None}
 
 
+MAX_WINDOWS_COMMUNITIES = 100
+MAX_WINDOWS_LIMIT = 1000
+
+
+def _windows_query(query: Any) -> tuple[list[str], str, int]:
+    """``?community=A&community=B&window=1h&limit=48`` -> (ids, window, limit), or ValueError saying why."""
+    ids = list(dict.fromkeys(query.getall("community", [])))
+    if not ids or len(ids) > MAX_WINDOWS_COMMUNITIES:
+        raise ValueError(f"give 1 to {MAX_WINDOWS_COMMUNITIES} community parameters (community=ID&community=ID...)")
+    window = query.get("window", "1h")
+    if window not in ("1h", "1d"):
+        raise ValueError(f"window must be 1h or 1d, not {window!r}")
+    raw = query.get("limit", "48")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WINDOWS_LIMIT:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_WINDOWS_LIMIT}, not {raw!r}")
+    return ids, window, int(raw)
+
+
 def add_read_api(worker: PulseWorker, client: Any) -> None:
-    """GET /api/communities and /api/communities/{id}, answered from ClickHouse.
+    """GET /api/communities, /api/communities/{id} and /api/windows, answered from ClickHouse.
 
     With the embedded engine only this process may open the store, so the worker
     is where reads go; queries run in a thread so the stream never waits on them.
@@ -534,6 +552,16 @@ def add_read_api(worker: PulseWorker, client: Any) -> None:
     async def communities(web: Any, request: Any) -> Any:
         rows = await asyncio.to_thread(queries.list_communities, client, **_api_filters(request.query))
         return web.json(rows)
+
+    @app.page("/api/windows")
+    async def windows(web: Any, request: Any) -> Any:
+        # the last windows of several communities in one query (dashboards, the e2e benchmark)
+        try:
+            ids, window, limit = _windows_query(request.query)
+        except ValueError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        found = await asyncio.to_thread(queries.windows_of, client, ids, window, limit)
+        return web.json(found)
 
     @app.page("/api/communities/{community_id}")
     async def community(web: Any, request: Any, community_id: str) -> Any:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from storage_samples import day, first_response, health, window
 
-from pipeline.storage.queries import community_detail, iso_ms, list_communities, sort_communities
+from pipeline.storage.queries import community_detail, iso_ms, list_communities, sort_communities, windows_of
 from pipeline.storage.rows import TABLES
 
 
@@ -122,3 +122,27 @@ def test_sorting_puts_the_worst_first() -> None:
         {"community_id": "w", "state": "dying", "unanswered_threads": 1},
     ]
     assert [r["community_id"] for r in sort_communities(records)] == ["y", "w", "x", "z"]
+
+
+def test_windows_of_several_communities_in_one_read(migrated: Any) -> None:
+    store(
+        migrated,
+        [
+            window("a", 0, version=1),
+            window("a", 0, version=2, final=True),
+            window("a", 1, version=1),
+            window("a", 2, version=1),
+            window("b", 1, version=4),
+            window("c", 0, version=1),
+            day("b", 0, version=1),
+        ],
+    )
+    got = windows_of(migrated, ["a", "b", "nobody"], "1h", 2)
+    assert sorted(got) == ["a", "b"]
+    assert [(w["window_start"], w["version"]) for w in got["a"]] == [
+        ("2024-05-06T11:00:00.000Z", 1),
+        ("2024-05-06T12:00:00.000Z", 1),
+    ]
+    assert [(w["window"], w["version"]) for w in got["b"]] == [("1h", 4)]
+    assert [(w["window"], w["posts"]) for w in windows_of(migrated, ["b"], "1d", 5)["b"]] == [("1d", 3)]
+    assert windows_of(migrated, ["a"], "1h", 3)["a"][0]["version"] == 2  # the highest version of 10:00

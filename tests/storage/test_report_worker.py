@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -35,9 +36,7 @@ def get_json(url: str) -> object:
         return json.loads(response.read())
 
 
-def test_report_reads_through_the_worker_that_holds_the_store(
-    pulse_settings: config.Settings, tmp_path: Path
-) -> None:
+def test_report_reads_through_the_worker_that_holds_the_store(pulse_settings: config.Settings, tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env.update(
@@ -74,6 +73,17 @@ def test_report_reads_through_the_worker_that_holds_the_store(
             time.sleep(1)
         assert isinstance(listed, list) and [r["community_id"] for r in listed] == ["forum-a"]
 
+        # the windows of several communities in one read; unknown ones are left out
+        windows = get_json(f"http://127.0.0.1:{port}/api/windows?community=forum-a&community=nobody&limit=2")
+        assert isinstance(windows, dict) and list(windows) == ["forum-a"]
+        hours = windows["forum-a"]
+        assert 1 <= len(hours) <= 2 and all(w["window"] == "1h" for w in hours)
+        assert [w["window_start"] for w in hours] == sorted(w["window_start"] for w in hours)
+        with pytest.raises(urllib.error.HTTPError) as refused_query:
+            get_json(f"http://127.0.0.1:{port}/api/windows?community=forum-a&window=5m")
+        assert refused_query.value.code == 400
+        assert "window must be 1h or 1d" in json.loads(refused_query.value.read())["error"]
+
         def figures(rows: object) -> list[tuple[object, ...]]:
             assert isinstance(rows, list)
             return [(r["community_id"], r["state"], r["posts_7d"]) for r in rows]
@@ -84,7 +94,12 @@ def test_report_reads_through_the_worker_that_holds_the_store(
             before = get_json(url)
             done = subprocess.run(
                 [sys.executable, "-m", "pipeline.cli", "report", "--json"],
-                cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
             )
             assert done.returncode == 0, done.stderr
             if figures(get_json(url)) == figures(before):
@@ -96,7 +111,12 @@ def test_report_reads_through_the_worker_that_holds_the_store(
         elsewhere = {**env, "PULSE_WORKER_PORT": str(free_port())}
         refused = subprocess.run(
             [sys.executable, "-m", "pipeline.cli", "report"],
-            cwd=ROOT, env=elsewhere, capture_output=True, text=True, timeout=120, check=False,
+            cwd=ROOT,
+            env=elsewhere,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert refused.returncode == 1
         assert f"open in process {worker.pid}" in refused.stderr
