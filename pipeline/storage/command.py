@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from pipeline.config import Settings
+from pipeline.storage.batching import BatchPolicy
 
 HELP = "ClickHouse store: apply schema migrations, run the sink standalone"
 
@@ -35,7 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     s = actions.add_parser("sink", help="consume the result topics into ClickHouse until interrupted")
     s.add_argument("--batch-rows", type=int, default=10_000, help="rows per insert at most")
-    s.add_argument("--batch-seconds", type=float, default=1.0, help="longest a row waits for its batch")
+    s.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=BatchPolicy.max_age_s,
+        help=f"longest a row waits for its batch (default {BatchPolicy.max_age_s})",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -66,7 +72,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_sink(args: argparse.Namespace, settings: Settings, client: Any) -> int:
-    from pipeline.storage.batching import BatchPolicy
     from pipeline.storage.client import close_quietly
     from pipeline.storage.sink import Sink
 
