@@ -203,7 +203,7 @@ class CommunityEngine:
         # idle rule may have moved stream time into a new hour, and whether a thread is
         # still known (or already settled) must not depend on whether the caller advanced
         # in between (a caller skipping idle engines until next_due_wall_ms does not)
-        self._hold_rows_before_prune(wall_now_ms)
+        self._rows_before_prune(em, wall_now_ms)
         self._prune()
         occurred = event.occurred_ms
         if self.dedupe.seen(event.event_id):
@@ -221,7 +221,7 @@ class CommunityEngine:
         if self.config.emit_on_apply:
             self._emit_windows(em, wall_now_ms)
         else:
-            self._hold_rows_before_prune(wall_now_ms)
+            self._rows_before_prune(em, wall_now_ms)
         self._prune()
         now = self.clock.now
         if now is not None and (
@@ -537,12 +537,13 @@ class CommunityEngine:
 
     # -------------------------------------------------------------- pruning
 
-    def _hold_rows_before_prune(self, wall_now_ms: int) -> None:
-        if not self.config.emit_on_apply and self._prune_due() and self._dirty and self._prune_changes_rows():
-            # a row needs threads that pruning forgets: compute the changed rows now and
-            # hand them out at the next advance(), so results never depend on when it comes
+    def _rows_before_prune(self, em: Emissions, wall_now_ms: int) -> None:
+        if self._prune_due() and self._dirty and self._prune_changes_rows():
+            # a row needs threads that pruning forgets (e.g. windows the clock just made
+            # final): compute the changed rows now, into ``em`` or, when emission is
+            # deferred, for the next advance(), so results never depend on when it comes
             # (only when the prune would forget a thread a row can see: most hours it does not)
-            self._emit_windows(self._held, wall_now_ms)
+            self._emit_windows(em if self.config.emit_on_apply else self._held, wall_now_ms)
 
     def _prune_due(self) -> bool:
         now = self.clock.now

@@ -107,6 +107,13 @@ def finals(rec) -> dict[str, dict]:
     ],
     seed=5,
 )
+# a thread answered at once, then 74 h of silence (longer than the strategy draws): the event
+# that ends it makes the first hour and day final, and the prune before the event settled the
+# thread those rows need, or not, depending on the minute the event arrived in
+@example(
+    specs=[("thread_started", "ann", 0, 0, 0), ("reply", "bob", 0, 0, 0), ("thread_started", "ann", 4447, 0, 0)],
+    seed=5,
+)
 def test_final_results_do_not_depend_on_arrival_order_within_grace(specs, seed) -> None:
     events = build(specs)
     _, ordered = run(in_time_order(events), finish_at=FAR)
