@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -50,6 +52,10 @@ SKIPPED_FETCH_TIMEOUT_S = 30.0
 # table recovery that has received nothing from a changelog partition for this long, while
 # its consumer is already past what recovery still needs, is stuck: seek the partition back
 RECOVERY_STALL_S = 15.0
+# after SIGTERM/SIGINT, how long Faust may take to stop before the process ends anyway: without a
+# broker its consumer thread can die on the way down and its stop then waits forever; what was
+# not acknowledged is processed again after a restart, so ending is safe
+SHUTDOWN_TIMEOUT_S = 20.0
 
 
 def _now_ms() -> int:
@@ -571,10 +577,31 @@ def add_read_api(worker: PulseWorker, client: Any) -> None:
         return web.json(detail)
 
 
+class _BoundedStopWorker(faust.Worker):
+    """Faust's worker, whose stop on SIGTERM/SIGINT ends the process after SHUTDOWN_TIMEOUT_S at most."""
+
+    def _on_sigterm(self) -> None:
+        _end_process_after(SHUTDOWN_TIMEOUT_S)
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        _end_process_after(SHUTDOWN_TIMEOUT_S)
+        super()._on_sigint()
+
+
+def _end_process_after(seconds: float) -> None:
+    def end() -> None:
+        log.error("the worker did not stop within %.0f s of the signal (Kafka unreachable?): exiting anyway", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True  # a clean stop exits without waiting for it
+    timer.start()
+
+
 def run_worker(settings: Settings, *, with_sink: bool = True) -> int:
     """Run until SIGTERM/SIGINT; Faust's worker stops the agent, flushes and commits."""
-    import threading
-
     from pipeline.storage.client import connect
     from pipeline.storage.migrate import migrate
     from pipeline.storage.sink import Sink
@@ -590,7 +617,7 @@ def run_worker(settings: Settings, *, with_sink: bool = True) -> int:
         sink = Sink(settings, connect(settings), metrics=worker.metrics.sink)
         sink_thread = threading.Thread(target=sink.run, args=(stop,), name="clickhouse-sink", daemon=True)
         sink_thread.start()
-    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    faust_worker = _BoundedStopWorker(worker.app, loglevel=settings.log_level, quiet=True, override_logging=False)
     try:
         faust_worker.execute_from_commandline()
     finally:
