@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
 from pipeline import config
+from pipeline.logs import setup_logging
 
 # name -> module implementing it, in the order `pulse --help` lists them
 COMMANDS: dict[str, str] = {
@@ -80,10 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"pulse: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # the Kafka and HTTP clients narrate every connection at INFO; keep their warnings and errors
-    for chatty in ("kafka", "aiokafka", "httpx"):
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    setup_logging(settings.log_level)
     try:
         return int(modules[args.command].run(args, settings) or 0)
     except KeyboardInterrupt:

@@ -46,18 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def app_from_environment() -> object:
     """The gateway app of one worker process, from the PULSE_* environment (uvicorn factory)."""
-    import logging
     import os
 
     from pipeline import config
     from pipeline.gateway import multiproc
     from pipeline.gateway.app import create_app
     from pipeline.gateway.producer import KafkaDeliveryProducer
+    from pipeline.logs import setup_logging
 
     settings = config.load()
     # a worker process does not run pulse's main(): the same logging setup as the CLI
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    setup_logging(settings.log_level)
     # set by serve() for N > 1 before the workers were spawned: /metrics merges every worker's
     return create_app(settings, KafkaDeliveryProducer(settings), multiprocess_dir=os.environ.get(multiproc.ENV))
 
