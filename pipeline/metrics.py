@@ -229,7 +229,8 @@ class WorkerMetrics:
         )
         self.consumer_lag = Gauge(
             "pulse_worker_consumer_lag_messages",
-            "Messages between the worker's read position and the end of each owned partition.",
+            "Events of each owned partition not yet processed: the partition's end minus the offset after "
+            "the last event processed (or the group's committed offset, if further).",
             ["topic", "partition"],
             registry=registry,
         )
