@@ -92,6 +92,21 @@ def ensure_jars(progress: Callable[[str], None] | None = None) -> Path:
     return libs
 
 
+def java_error_summary(output: str, frames: int = 3) -> str:
+    """A Java tool's output, shortened: every line but the stack frames, and the first few frames."""
+    kept: list[str] = []
+    shown = 0
+    for line in output.splitlines():
+        if line.lstrip().startswith("at "):
+            shown += 1
+            if shown > frames:
+                continue
+        else:
+            shown = 0
+        kept.append(line)
+    return "\n".join(kept[-40:])
+
+
 def cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like Uuid).
 
@@ -222,14 +237,19 @@ class KafkaBroker:
             return False
         libs = libs or ensure_jars()
         self._write_config()
-        command = self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(self.config_file))
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-        if result.returncode != 0:
-            raise StackError(
-                f"formatting Kafka storage in {self.data_dir} failed (exit {result.returncode}):\n"
-                + "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+        # once in CI the storage tool failed on a fresh directory with an exception we could not
+        # see (only the last lines, all stack frames, were kept): say what Java said, and try a
+        # second time with a new cluster id before giving up
+        for attempt in (1, 2):
+            command = self._java(
+                libs, "kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(self.config_file)
             )
-        return True
+            result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+            if result.returncode == 0:
+                return True
+            said = java_error_summary(result.stdout + result.stderr)
+            log.warning("formatting Kafka storage failed (attempt %d, exit %d): %s", attempt, result.returncode, said)
+        raise StackError(f"formatting Kafka storage in {self.data_dir} failed (exit {result.returncode}):\n{said}")
 
     def start(self) -> None:
         """Launch the broker (formatting its storage first if needed); returns at once."""
