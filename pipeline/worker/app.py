@@ -428,6 +428,11 @@ class PulseWorker:
         expected = self._processed_next.get(partition)
         if expected is None:  # first event since the partition was assigned
             expected = getattr(self.app.consumer, "_committed_offset", {}).get(message.tp)
+        if expected is None:
+            # nothing committed yet: the group starts at the beginning (auto_offset_reset earliest).
+            # Seen twice: a partition revoked and given back before its first commit went on
+            # from the fetch position, past events applied but dropped unsaved at the revocation
+            expected = await self._log_start(message.tp)
         if expected is None or offset <= expected:
             return []
         log.warning(
@@ -444,6 +449,18 @@ class PulseWorker:
         )
         log.info("%s[%d]: %d skipped events read back", message.topic, partition, len(records))
         return records
+
+    async def _log_start(self, tp: TP) -> int | None:
+        """The first offset Kafka still has in a partition (None when it does not answer in time)."""
+        try:
+            starts = await asyncio.wait_for(self.app.consumer.earliest_offsets(tp), SKIPPED_FETCH_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("no log start offset for %s[%d]: %s", tp.topic, tp.partition, type(exc).__name__)
+            return None
+        for key, start in starts.items():
+            if (key.topic, key.partition) == (tp.topic, tp.partition):
+                return int(start)
+        return None
 
     async def _unstick_recovery(self) -> None:
         """Seek back a changelog partition whose records table recovery never received.
