@@ -161,10 +161,10 @@ class PulseWorker:
         Faust's stream acknowledges a message it skips as stale (fetched before a rebalance) as
         if it had been processed. After the rebalance the same events come again from the
         committed offset and are applied, but only saved at the partition's next flush; the
-        stale acknowledgements meanwhile let Faust commit past them. A second rebalance before
-        that flush then lost them: no owner ever saved them (seen once in 8 runs of
-        test_workers_joining_and_leaving_mid_stream_lose_nothing: 9 final hourly windows of a
-        community missing). This worker acknowledges events only at a flush of the current
+        stale acknowledgements can meanwhile let Faust commit past them, and a second rebalance
+        before that flush would lose them. (Suspected, not proven, for a loss seen in
+        test_workers_joining_and_leaving_mid_stream_lose_nothing; that loss recurred once with
+        this in place.) This worker acknowledges events only at a flush of the current
         generation (a step across a revocation acknowledges nothing), so nothing of ours is refused.
         """
         app = self.app
@@ -303,12 +303,16 @@ class PulseWorker:
             log.warning("no tick: Kafka did not answer the highwater query: %s", type(exc).__name__)
             return set()
         caught_up = set()
-        committed = getattr(consumer, "_committed_offset", {})
         for tp in owned:
-            done = processed_offset(self._processed_next.get(tp.partition), committed.get(tp))
+            done = self._processed_through(tp)
             if tp in highwaters and done is not None and done >= highwaters[tp]:
                 caught_up.add(tp.partition)
         return caught_up
+
+    def _processed_through(self, tp: TP) -> int | None:
+        """``processed_offset`` of an owned partition: this worker's progress or the group's commit."""
+        committed = getattr(self.app.consumer, "_committed_offset", {})
+        return processed_offset(self._processed_next.get(tp.partition), committed.get(tp))
 
     async def _export_lag(self) -> None:
         """Events not yet processed per owned partition, and whether Kafka answers at all.
@@ -331,9 +335,8 @@ class PulseWorker:
         self.metrics.kafka_up.set(1)
         # a rebalance may have happened while we waited: export only what we own now
         still_owned = self.owned_partitions()
-        committed = getattr(consumer, "_committed_offset", {})
         for tp in owned:
-            done = processed_offset(self._processed_next.get(tp.partition), committed.get(tp))
+            done = self._processed_through(tp)
             if done is None:
                 done = positions.get(tp)
             if tp.partition in still_owned and done is not None and tp in highwaters:
