@@ -30,12 +30,14 @@ from pipeline.config import Settings
 from pipeline.metrics import WorkerMetrics
 from pipeline.worker.processing import (
     EMIT_ON_FLUSH,
+    PartitionProgress,
     Processor,
     StepResult,
     Unprocessable,
     decode_tick,
     encode_tick,
     partition_for,
+    tail_stalls,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ SKIPPED_FETCH_TIMEOUT_S = 30.0
 # table recovery that has received nothing from a changelog partition for this long, while
 # its consumer is already past what recovery still needs, is stuck: seek the partition back
 RECOVERY_STALL_S = 15.0
+# a partition whose processing has stopped short of its highwater for this long, while the
+# consumer has fetched up to it, had its last events dropped: they are read back from Kafka
+TAIL_STALL_S = 10.0
 # after SIGTERM/SIGINT, how long Faust may take to stop before the process ends anyway: without a
 # broker its consumer thread can die on the way down and its stop then waits forever; what was
 # not acknowledged is processed again after a restart, so ending is safe
@@ -130,6 +135,7 @@ class PulseWorker:
         # revocation must not save or acknowledge (see _revoked_since)
         self._revocations: dict[int, int] = {}
         self._recovery_checked: dict[TP, float] = {}  # changelog partition -> when a stall was handled
+        self._tail_stalled: dict[int, tuple[int | None, float]] = {}  # see tail_stalls
         self._lag_exported: set[int] = set()  # partitions with a consumer-lag series
         self._gauges_revision = -1  # the processor's health_revision last shown in the gauges
         self._topic = {
@@ -231,8 +237,25 @@ class PulseWorker:
         @app.timer(interval=TICK_INTERVAL_S)
         async def tick() -> None:
             wall_ms = _now_ms()
-            for partition in sorted(await self._caught_up_partitions()):
-                await self._topic[topics.TICKS].send(key=None, value=encode_tick(wall_ms), partition=partition)
+            progress = await self._progress()
+            for partition, p in sorted(progress.items()):
+                if p.processed is not None and p.processed >= p.highwater:
+                    await self._topic[topics.TICKS].send(key=None, value=encode_tick(wall_ms), partition=partition)
+            if progress and not self._in_recovery():  # paused partitions do not move: not a stall
+                stalls = tail_stalls(progress, self._tail_stalled, time.monotonic(), TAIL_STALL_S)
+                for partition, highwater in sorted(stalls.items()):
+                    log.warning(
+                        "%s[%d]: processed up to %s, fetched up to %s of %d for %.0f s: reading the rest from Kafka",
+                        self._topic_names[topics.EVENTS],
+                        partition,
+                        progress[partition].processed,
+                        progress[partition].position,
+                        highwater,
+                        TAIL_STALL_S,
+                    )
+                    await self._topic[topics.TICKS].send(
+                        key=None, value=encode_tick(wall_ms, advance=False, catch_up_to=highwater), partition=partition
+                    )
 
         @app.timer(interval=METRICS_INTERVAL_S)
         async def export_metrics() -> None:
@@ -255,6 +278,7 @@ class PulseWorker:
             for part in parts:
                 self._revocations[part] = self._revocations.get(part, 0) + 1
                 self._processed_next.pop(part, None)
+                self._tail_stalled.pop(part, None)
                 self._take_pending(part)  # never acknowledged: the next owner processes them again
                 self._unconfirmed.pop(part, None)
                 # a worker exports only what it owns
@@ -284,30 +308,33 @@ class PulseWorker:
             self.metrics.communities.update(self.processor.current_health())
             self._gauges_revision = revision
 
-    async def _caught_up_partitions(self) -> set[int]:
-        """Owned partitions whose events are all processed: only those may tick.
+    async def _progress(self) -> dict[int, PartitionProgress]:
+        """Processed offset, fetch position and highwater of each owned partition ({} without an answer).
 
-        Idle communities advance with the wall clock, so a tick must never overtake
-        events still waiting in Kafka (a backlog after a restart, a busy neighbour);
-        otherwise those events would look late. Progress is the offset after the
-        last event processed here, or the group's committed offset, whichever is
-        further (committed never runs ahead of processing).
+        Only a caught-up partition (processed up to its highwater) may tick: idle communities
+        advance with the wall clock, so a tick must never overtake events still waiting in
+        Kafka (a backlog after a restart, a busy neighbour); otherwise those events would look
+        late. Progress is the offset after the last event processed here, or the group's
+        committed offset, whichever is further (committed never runs ahead of processing).
         """
         consumer = self.app.consumer
         owned = self._owned()
         if not owned:
-            return set()
+            return {}
         try:
             highwaters = await asyncio.wait_for(consumer.highwaters(*owned), timeout=TICK_INTERVAL_S)
+            positions = {tp: await consumer.position(tp) for tp in owned}
         except Exception as exc:  # no answer, no tick: idle advancing waits for Kafka
             log.warning("no tick: Kafka did not answer the highwater query: %s", type(exc).__name__)
-            return set()
-        caught_up = set()
-        for tp in owned:
-            done = self._processed_through(tp)
-            if tp in highwaters and done is not None and done >= highwaters[tp]:
-                caught_up.add(tp.partition)
-        return caught_up
+            return {}
+        return {
+            tp.partition: PartitionProgress(self._processed_through(tp), positions.get(tp), highwaters[tp])
+            for tp in owned
+            if tp in highwaters
+        }
+
+    def _in_recovery(self) -> bool:
+        return bool(getattr(self.app.tables, "recovery", None) and self.app.tables.recovery.in_recovery)  # type: ignore[attr-defined]
 
     def _processed_through(self, tp: TP) -> int | None:
         """``processed_offset`` of an owned partition: this worker's progress or the group's commit."""
@@ -317,7 +344,7 @@ class PulseWorker:
     async def _export_lag(self) -> None:
         """Events not yet processed per owned partition, and whether Kafka answers at all.
 
-        Counted from what is processed (as ``_caught_up_partitions`` does), not from the fetch
+        Counted from what is processed (as ``_progress`` does), not from the fetch
         position, which runs ahead of processing by whatever is prefetched: an alert on the
         backlog must see the events still waiting in the worker's buffers too. The fetch
         position serves only before anything is processed or committed (a new group).
@@ -360,18 +387,32 @@ class PulseWorker:
         done = [event]
         try:
             if is_tick:
-                tick_wall_ms, advance = decode_tick(event.value)
-                if advance:
+                tick = decode_tick(event.value)
+                if tick.catch_up_to is not None:
+                    tp = TP(self._topic_names[topics.EVENTS], partition)
+                    skipped = await self._skipped_before(tp, tick.catch_up_to)
+                    if self._revoked_since(partition, revocations):
+                        return
+                    self._processed_next[partition] = max(self._processed_next.get(partition, 0), tick.catch_up_to)
+                    for record in skipped:
+                        try:
+                            result.add_step(self.processor.handle_event(record.value, wall_ms))
+                        except Unprocessable as exc:
+                            await self._dead_letter(record, exc)
+                            if self._revoked_since(partition, revocations):
+                                return
+                if tick.advance:
                     self._adopt_partition(partition)
-                    result = self.processor.handle_tick(partition, tick_wall_ms)
+                    result.add_step(self.processor.handle_tick(partition, tick.wall_ms))
                 else:
-                    result = self.processor.flush(partition, wall_ms)
+                    result.add_step(self.processor.flush(partition, wall_ms))
                 done += self._take_pending(partition)
             else:
-                skipped = await self._skipped_before(message)
+                skipped = await self._skipped_before(message.tp, message.offset)
                 if self._revoked_since(partition, revocations):
                     return
-                self._processed_next[partition] = message.offset + 1
+                # never backwards: an event read back from Kafka may still be delivered later
+                self._processed_next[partition] = max(self._processed_next.get(partition, 0), message.offset + 1)
                 # skipped ones first (the consumer counts them as done: applied here, saved at
                 # the flush), then this one; an unprocessable one goes to the dead letters
                 for record in (*skipped, message):
@@ -415,8 +456,8 @@ class PulseWorker:
         for finished in done:
             await stream.ack(finished)  # synchronous inside: no rebalance between save and ack
 
-    async def _skipped_before(self, message: Any) -> list[Any]:
-        """Events of the message's partition the consumer skipped just before it, read from Kafka.
+    async def _skipped_before(self, tp: TP, offset: int) -> list[Any]:
+        """Events of the partition before ``offset`` the consumer skipped, read from Kafka.
 
         Around a rebalance Faust can hand over an event past one it never delivers, and its
         gap tracking then counts the missing offset as done, so it would be committed
@@ -425,32 +466,33 @@ class PulseWorker:
         offset expected next and this one means skipped events: they are fetched directly
         (seeking Faust's consumer back does not work while its fetch loop still hands over
         what it fetched before). Earlier offsets than expected are fine (a seek back to the
-        committed offset; the engines drop what they have already seen).
+        committed offset; the engines drop what they have already seen). A hole at the end of
+        a partition has no next event to show it: ``tail_stalls`` finds it, and a tick with
+        ``catch_up_to`` brings it here.
         """
-        partition, offset = message.partition, message.offset
-        expected = self._processed_next.get(partition)
+        expected = self._processed_next.get(tp.partition)
         if expected is None:  # first event since the partition was assigned
-            expected = getattr(self.app.consumer, "_committed_offset", {}).get(message.tp)
+            expected = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
         if expected is None:
             # nothing committed yet: the group starts at the beginning (auto_offset_reset earliest).
             # Seen twice: a partition revoked and given back before its first commit went on
             # from the fetch position, past events applied but dropped unsaved at the revocation
-            expected = await self._log_start(message.tp)
+            expected = await self._log_start(tp)
         if expected is None or offset <= expected:
             return []
         log.warning(
-            "%s[%d]: offset %d arrived but %d was next: reading the skipped events from Kafka",
-            message.topic,
-            partition,
+            "%s[%d]: offset %d is next but %d was not processed: reading the skipped events from Kafka",
+            tp.topic,
+            tp.partition,
             offset,
             expected,
         )
         self.metrics.consumer_skips.inc()
         records = await asyncio.wait_for(
-            _read_range(self.settings.kafka_bootstrap, message.topic, partition, expected, offset),
+            _read_range(self.settings.kafka_bootstrap, tp.topic, tp.partition, expected, offset),
             SKIPPED_FETCH_TIMEOUT_S,
         )
-        log.info("%s[%d]: %d skipped events read back", message.topic, partition, len(records))
+        log.info("%s[%d]: %d skipped events read back", tp.topic, tp.partition, len(records))
         return records
 
     async def _log_start(self, tp: TP) -> int | None:

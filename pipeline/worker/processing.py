@@ -13,6 +13,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from kafka.partitioner.default import murmur2
 from pydantic import ValidationError
@@ -99,20 +100,76 @@ def decode_event(value: bytes | None) -> CanonicalEvent:
         raise Unprocessable(f"invalid canonical event: {exc}", "decode") from None
 
 
-def decode_tick(value: bytes | None) -> tuple[int, bool]:
-    """(wall_ms, advance): ``advance`` false for a tick that only flushes pending work."""
+class Tick(NamedTuple):
+    """A message of engagement.ticks: the worker's own clock and housekeeping, per partition."""
+
+    wall_ms: int
+    advance: bool = True  # false: only flush pending work
+    # set: the events of the partition before this offset may have been skipped by the
+    # consumer (see tail_stalls); read from Kafka the ones not processed yet
+    catch_up_to: int | None = None
+
+
+def decode_tick(value: bytes | None) -> Tick:
     try:
         tick = json.loads(value or b"")
-        wall_ms, advance = tick["wall_ms"], tick.get("advance", True)
+        wall_ms, advance, catch_up_to = tick["wall_ms"], tick.get("advance", True), tick.get("catch_up_to")
     except (ValueError, KeyError, TypeError, AttributeError):
         raise Unprocessable('invalid tick: expected {"wall_ms": <int>, "advance": <bool>}', "decode") from None
     if not isinstance(wall_ms, int) or not isinstance(advance, bool):
         raise Unprocessable("invalid tick: wall_ms must be an integer and advance a boolean", "decode")
-    return wall_ms, advance
+    if catch_up_to is not None and (type(catch_up_to) is not int or catch_up_to < 0):
+        raise Unprocessable("invalid tick: catch_up_to must be an offset (an integer >= 0)", "decode")
+    return Tick(wall_ms, advance, catch_up_to)
 
 
-def encode_tick(wall_ms: int, *, advance: bool = True) -> bytes:
-    return json.dumps({"wall_ms": wall_ms, "advance": advance}).encode()
+def encode_tick(wall_ms: int, *, advance: bool = True, catch_up_to: int | None = None) -> bytes:
+    body: dict[str, int | bool] = {"wall_ms": wall_ms, "advance": advance}
+    if catch_up_to is not None:
+        body["catch_up_to"] = catch_up_to
+    return json.dumps(body).encode()
+
+
+@dataclass(frozen=True)
+class PartitionProgress:
+    """Where one owned partition stands: processed (None: nothing yet), fetched, and written."""
+
+    processed: int | None
+    position: int | None
+    highwater: int
+
+
+def tail_stalls(
+    progress: dict[int, PartitionProgress],
+    stalled_since: dict[int, tuple[int | None, float]],
+    now: float,
+    after_s: float,
+) -> dict[int, int]:
+    """Partitions whose last events the consumer fetched but never delivered: partition -> highwater.
+
+    Around a rebalance the consumer now and then drops fetched events. A hole between two
+    delivered events shows at the second one; a hole at the end of a partition shows as
+    nothing: processing stops short of the highwater while the consumer is already at it.
+    A partition counts once that has lasted ``after_s``, and then again only after another
+    ``after_s``. ``stalled_since`` (partition -> (processed, since)) is kept up to date in place.
+    """
+    found: dict[int, int] = {}
+    for partition in list(stalled_since):
+        if partition not in progress:
+            del stalled_since[partition]
+    for partition, p in progress.items():
+        behind = (p.processed or 0) < p.highwater  # nothing processed in an empty partition is not behind
+        fetched_all = p.position is not None and p.position >= p.highwater
+        if not (behind and fetched_all):
+            stalled_since.pop(partition, None)
+            continue
+        seen = stalled_since.get(partition)
+        if seen is None or seen[0] != p.processed:
+            stalled_since[partition] = (p.processed, now)
+        elif now - seen[1] >= after_s:
+            found[partition] = p.highwater
+            stalled_since[partition] = (p.processed, now)
+    return found
 
 
 # engines kept in memory; the others live only in the state table (RocksDB) and are read

@@ -14,12 +14,15 @@ from pipeline import topics
 from pipeline.communities import load_directory
 from pipeline.events import CanonicalEvent
 from pipeline.worker.processing import (
+    PartitionProgress,
     Processor,
     StepResult,
+    Tick,
     Unprocessable,
     decode_tick,
     encode_tick,
     partition_for,
+    tail_stalls,
 )
 from tests.worker.test_worker_kafka import _final_rows, _history, _reference
 
@@ -112,12 +115,73 @@ def test_engines_dropped_from_memory_and_read_back_give_the_same_final_windows()
 
 
 def test_ticks_round_trip_and_bad_ticks_are_unprocessable() -> None:
-    assert decode_tick(encode_tick(123)) == (123, True)
-    assert decode_tick(encode_tick(5, advance=False)) == (5, False)
-    assert decode_tick(b'{"wall_ms": 7}') == (7, True)
-    for bad in (None, b"", b"[]", b'{"wall_ms": "x"}', b'{"wall_ms": 1, "advance": 3}'):
+    assert decode_tick(encode_tick(123)) == Tick(123, True, None)
+    assert decode_tick(encode_tick(5, advance=False)) == Tick(5, False, None)
+    assert decode_tick(encode_tick(5, advance=False, catch_up_to=0)) == Tick(5, False, 0)
+    assert decode_tick(b'{"wall_ms": 7}') == Tick(7, True, None)
+    bad_ticks = (
+        None,
+        b"",
+        b"[]",
+        b'{"wall_ms": "x"}',
+        b'{"wall_ms": 1, "advance": 3}',
+        b'{"wall_ms": 1, "catch_up_to": -1}',
+        b'{"wall_ms": 1, "catch_up_to": true}',
+        b'{"wall_ms": 1, "catch_up_to": 2.5}',
+    )
+    for bad in bad_ticks:
         with pytest.raises(Unprocessable):
             decode_tick(bad)
+
+
+def test_a_partition_fetched_to_its_end_but_processed_short_of_it_is_a_tail_stall() -> None:
+    stalled: dict[int, tuple[int | None, float]] = {}
+    progress = {
+        0: PartitionProgress(processed=40, position=50, highwater=50),  # dropped tail
+        1: PartitionProgress(processed=None, position=9, highwater=9),  # nothing processed at all
+        2: PartitionProgress(processed=10, position=30, highwater=50),  # still fetching: a backlog
+        3: PartitionProgress(processed=50, position=50, highwater=50),  # caught up
+        4: PartitionProgress(processed=None, position=0, highwater=0),  # empty
+    }
+    assert tail_stalls(progress, stalled, now=100.0, after_s=10) == {}
+    assert set(stalled) == {0, 1}
+    assert tail_stalls(progress, stalled, now=109.0, after_s=10) == {}
+    assert tail_stalls(progress, stalled, now=110.0, after_s=10) == {0: 50, 1: 9}
+    # counted again only after another period
+    assert tail_stalls(progress, stalled, now=115.0, after_s=10) == {}
+    assert tail_stalls(progress, stalled, now=120.0, after_s=10) == {0: 50, 1: 9}
+    # progress restarts the clock; catching up or losing the partition forgets it
+    moved = {0: PartitionProgress(processed=45, position=50, highwater=50), 3: progress[3], 4: progress[4]}
+    assert tail_stalls(moved, stalled, now=125.0, after_s=10) == {}
+    assert stalled == {0: (45, 125.0)}
+    assert tail_stalls(moved, stalled, now=134.0, after_s=10) == {}
+    assert tail_stalls({0: PartitionProgress(50, 50, 50)}, stalled, now=200.0, after_s=10) == {}
+    assert stalled == {}
+
+
+@given(
+    st.dictionaries(
+        st.integers(0, 7),
+        st.tuples(st.none() | st.integers(0, 100), st.none() | st.integers(0, 100), st.integers(0, 100)),
+        max_size=8,
+    ),
+    st.lists(st.floats(0, 30), min_size=1, max_size=6),
+)
+def test_tail_stalls_name_only_partitions_behind_with_everything_fetched(
+    raw: dict[int, tuple[int | None, int | None, int]], steps: list[float]
+) -> None:
+    progress = {p: PartitionProgress(*v) for p, v in raw.items()}
+    stalled: dict[int, tuple[int | None, float]] = {}
+    now = 0.0
+    for step in steps:
+        now += step
+        found = tail_stalls(progress, stalled, now, after_s=10)
+        for partition, highwater in found.items():
+            p = progress[partition]
+            assert highwater == p.highwater
+            assert (p.processed or 0) < p.highwater
+            assert p.position is not None and p.position >= p.highwater
+        assert set(stalled) <= set(progress)
 
 
 def test_bad_events_are_unprocessable_with_a_reason() -> None:
