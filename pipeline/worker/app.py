@@ -390,38 +390,18 @@ class PulseWorker:
                 tick = decode_tick(event.value)
                 if tick.catch_up_to is not None:
                     tp = TP(self._topic_names[topics.EVENTS], partition)
-                    skipped = await self._skipped_before(tp, tick.catch_up_to)
-                    if self._revoked_since(partition, revocations):
+                    if not await self._apply_after_skipped(tp, tick.catch_up_to, (), result, wall_ms, revocations):
                         return
-                    self._processed_next[partition] = max(self._processed_next.get(partition, 0), tick.catch_up_to)
-                    for record in skipped:
-                        try:
-                            result.add_step(self.processor.handle_event(record.value, wall_ms))
-                        except Unprocessable as exc:
-                            await self._dead_letter(record, exc)
-                            if self._revoked_since(partition, revocations):
-                                return
                 if tick.advance:
                     self._adopt_partition(partition)
                     result.add_step(self.processor.handle_tick(partition, tick.wall_ms))
                 else:
                     result.add_step(self.processor.flush(partition, wall_ms))
                 done += self._take_pending(partition)
-            else:
-                skipped = await self._skipped_before(message.tp, message.offset)
-                if self._revoked_since(partition, revocations):
-                    return
-                # never backwards: an event read back from Kafka may still be delivered later
-                self._processed_next[partition] = max(self._processed_next.get(partition, 0), message.offset + 1)
-                # skipped ones first (the consumer counts them as done: applied here, saved at
-                # the flush), then this one; an unprocessable one goes to the dead letters
-                for record in (*skipped, message):
-                    try:
-                        result.add_step(self.processor.handle_event(record.value, wall_ms))
-                    except Unprocessable as exc:
-                        await self._dead_letter(record, exc)
-                        if self._revoked_since(partition, revocations):
-                            return
+            elif not await self._apply_after_skipped(
+                message.tp, message.offset, (message,), result, wall_ms, revocations
+            ):
+                return
         except Unprocessable as exc:  # a bad tick
             await self._dead_letter(message, exc)
             if self._revoked_since(partition, revocations):
@@ -456,6 +436,30 @@ class PulseWorker:
         for finished in done:
             await stream.ack(finished)  # synchronous inside: no rebalance between save and ack
 
+    async def _apply_after_skipped(
+        self, tp: TP, offset: int, current: tuple[Any, ...], result: StepResult, wall_ms: int, revocations: int
+    ) -> bool:
+        """Apply the events before ``offset`` the consumer skipped, then ``current`` (from ``offset`` on).
+
+        False when the partition was revoked meanwhile: the step is void (``_revoked_since``).
+        """
+        skipped = await self._skipped_before(tp, offset)
+        if self._revoked_since(tp.partition, revocations):
+            return False
+        # never backwards: an event read back from Kafka may still be delivered later
+        done = offset + len(current)
+        self._processed_next[tp.partition] = max(self._processed_next.get(tp.partition, 0), done)
+        # skipped ones first (the consumer counts them as done: applied here, saved at the
+        # flush), then the current ones; an unprocessable one goes to the dead letters
+        for record in (*skipped, *current):
+            try:
+                result.add_step(self.processor.handle_event(record.value, wall_ms))
+            except Unprocessable as exc:
+                await self._dead_letter(record, exc)
+                if self._revoked_since(tp.partition, revocations):
+                    return False
+        return True
+
     async def _skipped_before(self, tp: TP, offset: int) -> list[Any]:
         """Events of the partition before ``offset`` the consumer skipped, read from Kafka.
 
@@ -474,10 +478,8 @@ class PulseWorker:
         if expected is None:  # first event since the partition was assigned
             expected = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
         if expected is None:
-            # nothing committed yet: the group starts at the beginning (auto_offset_reset earliest).
-            # Seen twice: a partition revoked and given back before its first commit went on
-            # from the fetch position, past events applied but dropped unsaved at the revocation
-            expected = await self._log_start(tp)
+            # Faust does not always know the group's commit right after an assignment: ask Kafka
+            expected = await self._group_start(tp)
         if expected is None or offset <= expected:
             return []
         log.warning(
@@ -495,12 +497,29 @@ class PulseWorker:
         log.info("%s[%d]: %d skipped events read back", tp.topic, tp.partition, len(records))
         return records
 
-    async def _log_start(self, tp: TP) -> int | None:
-        """The first offset Kafka still has in a partition (None when it does not answer in time)."""
+    async def _group_start(self, tp: TP) -> int | None:
+        """Where the group starts reading a partition: its committed offset, or the log start
+        when nothing is committed (``auto_offset_reset=earliest``). None when Kafka does not answer
+        in time: no hole check then, rather than a guess.
+
+        The log start matters: a partition revoked and given back before its first commit was
+        seen going on from the fetch position, past events applied but dropped unsaved at the
+        revocation. Only with nothing committed, though: reading from the log start when a
+        commit exists would read the partition's whole retained history again.
+        """
+        from aiokafka import TopicPartition
+
         try:
+            thread: Any = self.app.consumer._thread  # type: ignore[attr-defined]  # Faust's aiokafka consumer thread
+            consumer = thread._ensure_consumer()
+            committed = await asyncio.wait_for(
+                thread.call_thread(consumer.committed, TopicPartition(tp.topic, tp.partition)), SKIPPED_FETCH_TIMEOUT_S
+            )
+            if committed is not None:
+                return int(committed)
             starts = await asyncio.wait_for(self.app.consumer.earliest_offsets(tp), SKIPPED_FETCH_TIMEOUT_S)
         except Exception as exc:
-            log.warning("no log start offset for %s[%d]: %s", tp.topic, tp.partition, type(exc).__name__)
+            log.warning("no start offset for %s[%d]: %s", tp.topic, tp.partition, type(exc).__name__)
             return None
         for key, start in starts.items():
             if (key.topic, key.partition) == (tp.topic, tp.partition):
