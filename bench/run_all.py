@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run_all                      # everything, default runs and sizes
     .venv/bin/python -m bench.run_all --only sink_throughput --runs 2
     .venv/bin/python -m bench.run_all --args e2e_freshness="--rates 1000,500 --seconds 30"
+    .venv/bin/python -m bench.run_all --from-cache           # rewrite the document only (notes edited)
 
 Each script runs as its own process with ``--json FILE`` (bench/figures.py) and its output in a
 log under .pulse/bench/logs/. Per benchmark the document shows the median of each figure over the
@@ -500,6 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="replace a benchmark's default arguments, e.g. scale_out='--events 10000'")  # fmt: skip
     parser.add_argument("--output", type=Path, default=OUTPUT, help="where to write (default docs/benchmarks.md)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and their defaults, run nothing")
+    parser.add_argument("--from-cache", action="store_true",
+                        help="run nothing: rewrite the document from the last results")  # fmt: skip
     args = parser.parse_args(argv)
     argv_shown = list(sys.argv[1:] if argv is None else argv)
     only = {n.strip() for item in args.only for n in item.split(",") if n.strip()}
@@ -522,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     pass_started = time.monotonic()
     sections: list[Section] = []
-    selected = [b for b in BENCHMARKS if not only or b.name in only]
+    selected = [] if args.from_cache else [b for b in BENCHMARKS if not only or b.name in only]
     for bench in BENCHMARKS:
         script = BENCH / f"{bench.name}.py"
         bench_args = overrides.get(bench.name, bench.args)

@@ -178,3 +178,31 @@ def test_a_script_is_run_with_json_and_a_failing_one_is_reported(tmp_path: Any, 
     assert outcome.exit_code == 3
     assert outcome.payload is None
     assert "something broke" in outcome.error
+
+
+def test_from_cache_runs_nothing_and_writes_the_last_results_with_the_notes_of_now(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    import bench.run_all as run_all
+
+    bench = run_all.Benchmark("good", "Good things", "good.md", runs=1)
+    (tmp_path / "bench").mkdir()
+    # a script that would leave a mark if it ran
+    (tmp_path / "bench" / "good.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').write('x')\n# --json\n")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "good.md").write_text("Edited after the run.\n")
+    monkeypatch.setattr(run_all, "BENCHMARKS", (bench,))
+    monkeypatch.setattr(run_all, "BENCH", tmp_path / "bench")
+    monkeypatch.setattr(run_all, "NOTES", tmp_path / "notes")
+    monkeypatch.setattr(run_all, "CACHE", tmp_path / "cache")
+    payload = {"figures": [{"name": "rate", "value": 123.0, "unit": "x/s"}], "notes": []}
+    section = run_all.Section(bench, "ok", "python bench/good.py", [run_all.RunOutcome(1, 1.0, 0, payload)])
+    section.when = "2026-12-04 18:00 UTC"
+    run_all.save(section)
+    out = tmp_path / "doc.md"
+    assert run_all.main(["--from-cache", "--output", str(out)]) == 0
+    doc = out.read_text()
+    assert not (tmp_path / "ran").exists()
+    assert "| rate | 123 |" in doc
+    assert "Edited after the run." in doc
+    assert "2026-12-04 18:00 UTC" in doc
