@@ -1,6 +1,6 @@
 """Gateway throughput and latency, with real Kafka acknowledgements and without.
 
-    .venv/bin/python bench/gateway_throughput.py [--requests 6000] [--rate 1000] [--workers 1,2] [--json PATH]
+    .venv/bin/python bench/gateway_throughput.py [--requests 20000] [--rate 1000] [--workers 1,2] [--json PATH]
 
 Starts a single-node Kafka broker (pipeline.stack.kafka) on free 127.0.0.1 ports
 and, for each process count in ``--workers``, two gateways running the same app the
@@ -425,10 +425,10 @@ if __name__ == "__main__":
     parser.add_argument("--url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--load-rate", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--watch", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--requests", type=int, default=6000, help="deliveries per closed-loop run")
+    parser.add_argument("--requests", type=int, default=20000, help="deliveries per closed-loop run")
     parser.add_argument("--concurrency", type=int, default=32, help="in flight in the closed loop")
     parser.add_argument("--rate", type=float, default=1000.0, help="deliveries per second in the open loop")
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of the open-loop run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the open-loop run")
     parser.add_argument("--linger-ms", type=int, default=5, help="producer linger_ms")
     parser.add_argument("--workers", default="1,2",
                         help="gateway process counts to measure, comma-separated (pulse gateway --workers N)")
