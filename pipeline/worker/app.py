@@ -237,7 +237,7 @@ class PulseWorker:
         @app.timer(interval=TICK_INTERVAL_S)
         async def tick() -> None:
             wall_ms = _now_ms()
-            progress = await self._progress()
+            progress = await self._progress() or {}  # no answer, no tick: idle advancing waits for Kafka
             for partition, p in sorted(progress.items()):
                 if p.processed is not None and p.processed >= p.highwater:
                     await self._topic[topics.TICKS].send(key=None, value=encode_tick(wall_ms), partition=partition)
@@ -308,8 +308,9 @@ class PulseWorker:
             self.metrics.communities.update(self.processor.current_health())
             self._gauges_revision = revision
 
-    async def _progress(self) -> dict[int, PartitionProgress]:
-        """Processed offset, fetch position and highwater of each owned partition ({} without an answer).
+    async def _progress(self) -> dict[int, PartitionProgress] | None:
+        """Processed offset, fetch position and highwater of each owned partition; None when Kafka
+        does not answer (the tick, the tail-stall check and the lag gauge all read it).
 
         Only a caught-up partition (processed up to its highwater) may tick: idle communities
         advance with the wall clock, so a tick must never overtake events still waiting in
@@ -324,9 +325,9 @@ class PulseWorker:
         try:
             highwaters = await asyncio.wait_for(consumer.highwaters(*owned), timeout=TICK_INTERVAL_S)
             positions = {tp: await consumer.position(tp) for tp in owned}
-        except Exception as exc:  # no answer, no tick: idle advancing waits for Kafka
-            log.warning("no tick: Kafka did not answer the highwater query: %s", type(exc).__name__)
-            return {}
+        except Exception as exc:
+            log.warning("Kafka did not answer the highwater and position query: %s", type(exc).__name__)
+            return None
         return {
             tp.partition: PartitionProgress(self._processed_through(tp), positions.get(tp), highwaters[tp])
             for tp in owned
@@ -350,30 +351,22 @@ class PulseWorker:
         position serves only before anything is processed or committed (a new group).
         """
         events = self.settings.topic(topics.EVENTS)
-        consumer = self.app.consumer
-        owned = self._owned()
-        try:
-            highwaters = await asyncio.wait_for(consumer.highwaters(*owned), timeout=METRICS_INTERVAL_S)
-            positions = {tp: await consumer.position(tp) for tp in owned}
-        except Exception as exc:  # any failure to reach the cluster is what kafka_up reports
-            log.warning("Kafka did not answer the lag query: %s", type(exc).__name__)
+        owned = self.owned_partitions()
+        progress = await self._progress()
+        if progress is None:  # any failure to reach the cluster is what kafka_up reports
             self.metrics.kafka_up.set(0)
             return
         self.metrics.kafka_up.set(1)
         # a rebalance may have happened while we waited: export only what we own now
         still_owned = self.owned_partitions()
-        for tp in owned:
-            done = self._processed_through(tp)
-            if done is None:
-                done = positions.get(tp)
-            if tp.partition in still_owned and done is not None and tp in highwaters:
-                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, highwaters[tp] - done)
-                )
+        for partition, p in progress.items():
+            done = p.processed if p.processed is not None else p.position
+            if partition in still_owned and done is not None:
+                self.metrics.consumer_lag.labels(topic=events, partition=str(partition)).set(max(0, p.highwater - done))
         for part in self._lag_exported - still_owned:
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(events, str(part))
-        self._lag_exported = {tp.partition for tp in owned if tp.partition in still_owned}
+        self._lag_exported = owned & still_owned
         newest = self.processor.newest_event_ms
         if newest is not None:
             self.metrics.stream_lag.set(max(0.0, (_now_ms() - newest) / 1000))
