@@ -22,6 +22,11 @@ class TopicSpec:
 # engagement.events is keyed by community_id; the worker's state is partitioned the
 # same way, so its partition count caps how many workers share the load.
 EVENT_PARTITIONS = 4
+# how long the broker may hold a consumer's fetch when it has nothing new. A client has one
+# fetch in flight per broker, and partitions with records still buffered are left out of it:
+# while a long fetch waits on the quiet ones (ticks), the busy ones wait behind it. Faust
+# holds it 1.5 s (aiokafka's default is 0.5 s); at 1,000 events/s that starved the worker.
+CONSUMER_FETCH_WAIT_MS = 100
 MAX_BODY_BYTES = 8 * 1024 * 1024  # largest PULSE_MAX_BODY_BYTES the raw topic can hold
 RAW_MAX_BYTES = MAX_BODY_BYTES + 256 * 1024
 

@@ -155,6 +155,7 @@ class Sink:
             max_poll_records=self.policy.max_rows,
             # fetch ahead up to a full batch per partition (default 1 MiB: ~1,600 window rows)
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=topics.CONSUMER_FETCH_WAIT_MS,
             # the sink may hold a batch while ClickHouse is down; it keeps polling (paused)
             # to stay in the group, so the default poll interval is enough
         )
