@@ -44,10 +44,15 @@ from pipeline.worker.processing import (
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 5.0
-# a partition's applied events are saved, their windows emitted and their offsets
-# acknowledged after this many events or this long, whichever comes first
+# a partition's applied events are flushed (windows emitted, health shown) after this many
+# events or this long, whichever comes first; their state is saved and their offsets
+# acknowledged at a flush at least SAVE_INTERVAL_S after the first unsaved event (or after
+# FLUSH_EVENTS unsaved events). A save writes each changed community's whole state: in live
+# traffic, where most events are the only one of their community in a flush, saving at every
+# flush cost about one state write per event. A crash re-applies at most this much.
 FLUSH_EVENTS = 2000
 FLUSH_INTERVAL_S = 0.5
+SAVE_INTERVAL_S = 5.0
 METRICS_INTERVAL_S = 5.0
 # how long fetching events the consumer skipped may take; past it the step fails with
 # TimeoutError, and nothing of it is saved or acknowledged
@@ -154,7 +159,8 @@ class PulseWorker:
         self._processed_next: dict[int, int] = {}  # events partition -> offset after the last one handled
         # events applied but not yet saved (nor acknowledged), per partition, and since when
         self._pending: dict[int, list[EventT]] = {}
-        self._pending_since: dict[int, int] = {}
+        self._pending_since: dict[int, int] = {}  # first event not flushed yet
+        self._unsaved_since: dict[int, int] = {}  # first event not saved yet
         self._flush_requested: set[int] = set()
         # how often each partition was revoked: a step that waited on Kafka across a
         # revocation must not save or acknowledge (see _revoked_since)
@@ -191,7 +197,7 @@ class PulseWorker:
 
         Faust's stream acknowledges a message it skips as stale (fetched before a rebalance) as
         if it had been processed. After the rebalance the same events come again from the
-        committed offset and are applied, but only saved at the partition's next flush; the
+        committed offset and are applied, but only saved at the partition's next saving flush; the
         stale acknowledgements can meanwhile let Faust commit past them, and a second rebalance
         before that flush would lose them. (Suspected, not proven, for a loss seen in
         test_workers_joining_and_leaving_mid_stream_lose_nothing; that loss recurred once with
@@ -243,7 +249,7 @@ class PulseWorker:
         @app.agent(self._source, name="engagement")
         async def engagement(stream: Any) -> None:
             # acknowledged by hand: an event counts as done (its offset may be committed)
-            # only once the state it changed is saved, at the flush of its partition
+            # only once the state it changed is saved, at a saving flush of its partition
             manual = stream.noack()
             async for event in manual.events():
                 await self._handle(event, manual, is_tick=event.message.topic == ticks_name)
@@ -426,16 +432,21 @@ class PulseWorker:
             if self._revoked_since(partition, revocations):
                 return
         if not is_tick:
-            # acknowledged only at the partition's flush and in offset order, dead-lettered
+            # acknowledged only at the partition's saving flush and in offset order, dead-lettered
             # ones too: Faust commits the first unbroken run of acknowledged offsets, so an
             # early acknowledgement past unsaved events could commit over them
             pending = self._pending.setdefault(partition, [])
             pending.append(event)
             done = []
             since = self._pending_since.setdefault(partition, wall_ms)
+            unsaved_since = self._unsaved_since.setdefault(partition, wall_ms)
             if len(pending) >= FLUSH_EVENTS or wall_ms - since >= FLUSH_INTERVAL_S * 1000:
-                result.add_step(self.processor.flush(partition, wall_ms))
-                done = self._take_pending(partition)
+                save = len(pending) >= FLUSH_EVENTS or wall_ms - unsaved_since >= SAVE_INTERVAL_S * 1000
+                result.add_step(self.processor.flush(partition, wall_ms, save=save))
+                if save:
+                    done = self._take_pending(partition)
+                else:  # shown, not saved: the next flush is due an interval after the next event
+                    del self._pending_since[partition]
         # straight to the producer: Faust's Topic.send machinery cost more than the engine
         producer = self.app.producer
         names = self._topic_names
@@ -611,6 +622,7 @@ class PulseWorker:
 
     def _take_pending(self, partition: int) -> list[EventT]:
         self._pending_since.pop(partition, None)
+        self._unsaved_since.pop(partition, None)
         self._flush_requested.discard(partition)
         return self._pending.pop(partition, [])
 

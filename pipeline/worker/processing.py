@@ -185,7 +185,7 @@ class Processor:
     """Per-community engines for the partitions this worker owns.
 
     Engines live in an LRU of at most ``max_engines``; one is dropped only when it owes
-    nothing (no event applied since its last flush, no save in the step's result that the
+    nothing (no event applied or flushed since its last save, no save in the step's result that the
     caller may not have written yet). A tick advances only the communities whose engine
     says something can change by now (``next_due_wall_ms``, kept per community here), so
     the health pass costs in proportion to what can change, and silent communities still
@@ -218,6 +218,8 @@ class Processor:
         self.health_revision = 0
         self.newest_event_ms: int | None = None  # for the stream-lag gauge
         self._dirty: dict[int, set[str]] = {}  # partition -> communities applied to since the last flush
+        # partition -> communities flushed (windows emitted) since their state was last saved
+        self._flushed_unsaved: dict[int, set[str]] = {}
         # communities whose state is in a result the caller has not written yet: never dropped
         self._unsaved: set[str] = set()
 
@@ -263,7 +265,12 @@ class Processor:
         for community_id in self._engines:
             if len(drop) >= excess:
                 break
-            if community_id in self._unsaved or community_id in self._dirty.get(self.partition_of(community_id), ()):
+            part = self.partition_of(community_id)
+            if (
+                community_id in self._unsaved
+                or community_id in self._dirty.get(part, ())
+                or community_id in self._flushed_unsaved.get(part, ())
+            ):
                 continue
             drop.append(community_id)
         for community_id in drop:
@@ -286,6 +293,7 @@ class Processor:
         self.health_revision += 1
         for part in partitions:
             self._dirty.pop(part, None)  # unacknowledged: the next owner applies those events again
+            self._flushed_unsaved.pop(part, None)
             for community_id in self._by_partition.pop(part, set()):
                 self._engines.pop(community_id, None)
                 self._health.pop(community_id, None)
@@ -296,7 +304,7 @@ class Processor:
     # -- steps ----------------------------------------------------------------
 
     def handle_event(self, value: bytes | None, wall_ms: int) -> StepResult:
-        """Apply one event; its windows are emitted and its state saved at the next flush."""
+        """Apply one event; its windows are emitted at the next flush, its state saved at the next saving one."""
         self._unsaved.clear()  # the caller wrote the last step's saves before this step
         self._evict(self.max_engines)  # engines flushed since the last step may go now
         event = decode_event(value)
@@ -314,24 +322,33 @@ class Processor:
         self._dirty.setdefault(self.partition_of(event.community_id), set()).add(event.community_id)
         return result
 
-    def flush(self, partition: int, wall_ms: int) -> StepResult:
-        """Emit the changed windows of a partition's communities and save their state.
+    def flush(self, partition: int, wall_ms: int, *, save: bool = True) -> StepResult:
+        """Emit the changed windows of a partition's communities; with ``save``, save their state.
 
-        Called in the context of a message of that same partition (the state table's
-        changelog partition is the current message's), and before the events applied
-        since the last flush are acknowledged, so a committed offset never runs ahead
-        of the saved state.
+        ``save`` covers every community flushed since its last save. Called in the context
+        of a message of that same partition (the state table's changelog partition is the
+        current message's), and before the events applied since the last save are
+        acknowledged, so a committed offset never runs ahead of the saved state. A flush
+        without saving shows the events (windows, health) sooner; their state is written,
+        and they are acknowledged, at a later saving flush of the partition.
         """
         result = StepResult()
+        flushed = self._flushed_unsaved.setdefault(partition, set())
         for community_id in sorted(self._dirty.pop(partition, ())):
             engine = self._engines.get(community_id)
             if engine is None:
                 continue
             result.add(engine.advance(wall_ms))
-            result.saves.append((community_id, engine.to_state()))
-            self._unsaved.add(community_id)
+            flushed.add(community_id)
             self._due[community_id] = engine.next_due_wall_ms()
             self._mark_stale(community_id)
+        if save:
+            for community_id in sorted(self._flushed_unsaved.pop(partition)):
+                engine = self._engines.get(community_id)
+                if engine is None:  # never: an engine owing a save is not dropped
+                    continue
+                result.saves.append((community_id, engine.to_state()))
+                self._unsaved.add(community_id)
         return result
 
     def handle_tick(self, partition: int, wall_ms: int) -> StepResult:

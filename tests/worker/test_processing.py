@@ -45,14 +45,17 @@ def _run(
     flush_after: list[int],
     restart_at: int | None = None,
     max_engines: int = 5_000,
+    save_every: int = 1,
 ) -> dict[Any, Any]:
     """Feed events through Processors over a dict 'table', flushing each partition after the
-    given counts of events; optionally lose the process (unsaved work) and restart.
+    given counts of events and saving at every ``save_every``-th flush of the partition;
+    optionally lose the process (unsaved work) and restart.
     ``max_engines``: engines kept in memory (the others are read back from the table)."""
     table: dict[str, bytes] = {}
     processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS, max_engines)
     rows: list[dict[str, Any]] = []
     since_flush: dict[int, int] = {}
+    flushes: dict[int, int] = {}
     unacked: dict[int, list[CanonicalEvent]] = {}
     i = 0
     queue = list(events)
@@ -64,14 +67,17 @@ def _run(
         unacked.setdefault(part, []).append(event)
         since_flush[part] = since_flush.get(part, 0) + 1
         if since_flush[part] >= flush_after[i % len(flush_after)]:
-            rows += _flushed(processor.flush(part, WALL_MS), table)
+            flushes[part] = flushes.get(part, 0) + 1
+            save = flushes[part] % save_every == 0
+            rows += _flushed(processor.flush(part, WALL_MS, save=save), table)
             since_flush[part] = 0
-            unacked[part] = []
+            if save:
+                unacked[part] = []
         if restart_at is not None and i == restart_at:
             # crash: what was not flushed is lost and redelivered (never acknowledged)
             redeliver = [e for evs in unacked.values() for e in evs]
             processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS, max_engines)
-            unacked, since_flush = {}, {}
+            unacked, since_flush, flushes = {}, {}, {}
             queue = queue[: i + 1] + sorted(redeliver, key=queue.index) + queue[i + 1 :]
             restart_at = None
         i += 1
@@ -88,19 +94,40 @@ def _flushed(result: StepResult, table: dict[str, bytes]) -> list[dict[str, Any]
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
-@given(flush_after=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=3))
-def test_flush_points_do_not_change_final_windows(
-    flush_after: list[int], history: list[CanonicalEvent], expected: dict[Any, Any]
+@given(
+    flush_after=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=3),
+    save_every=st.integers(min_value=1, max_value=5),
+)
+def test_flush_and_save_points_do_not_change_final_windows(
+    flush_after: list[int], save_every: int, history: list[CanonicalEvent], expected: dict[Any, Any]
 ) -> None:
-    assert _run(history, flush_after) == expected
+    assert _run(history, flush_after, save_every=save_every) == expected
 
 
-def test_losing_unflushed_work_and_redelivering_it_gives_the_same_final_windows(
+def test_losing_unsaved_work_and_redelivering_it_gives_the_same_final_windows(
     history: list[CanonicalEvent], expected: dict[Any, Any]
 ) -> None:
+    # events flushed (their windows already sent) but not saved are applied again after the
+    # crash: the rows they give again are the same or newer versions, never a loss
     rng = random.Random(5)
-    for _ in range(3):
-        assert _run(history, [rng.randint(20, 400)], restart_at=rng.randrange(len(history) // 2)) == expected
+    for save_every in (1, 1, 3, 4):
+        restart_at = rng.randrange(len(history) // 2)
+        assert _run(history, [rng.randint(20, 400)], restart_at=restart_at, save_every=save_every) == expected
+
+
+def test_a_flush_that_does_not_save_emits_windows_and_saves_nothing(history: list[CanonicalEvent]) -> None:
+    table: dict[str, bytes] = {}
+    processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS)
+    first = history[:50]
+    for event in first:
+        processor.handle_event(event.to_json_bytes(), WALL_MS)
+    parts = {partition_for(e.community_id, topics.EVENT_PARTITIONS) for e in first}
+    shown = [processor.flush(part, WALL_MS, save=False) for part in sorted(parts)]
+    assert any(r.outputs for r in shown) and not any(r.saves for r in shown)
+    saved = [processor.flush(part, WALL_MS) for part in sorted(parts)]
+    # the next saving flush saves every community flushed since, though nothing changed since
+    assert {c for r in saved for c, _ in r.saves} == {e.community_id for e in first}
+    assert not any(r.outputs for r in saved)
 
 
 def test_engines_dropped_from_memory_and_read_back_give_the_same_final_windows() -> None:
@@ -112,6 +139,9 @@ def test_engines_dropped_from_memory_and_read_back_give_the_same_final_windows()
     rng = random.Random(11)
     assert _run(events, [rng.randint(1, 300) for _ in range(3)], max_engines=1) == expected
     assert _run(events, [rng.randint(20, 300)], restart_at=len(events) // 3, max_engines=1) == expected
+    # a community flushed but not saved yet is never dropped: its next save would be lost
+    assert _run(events, [rng.randint(1, 60) for _ in range(3)], max_engines=1, save_every=4) == expected
+    assert _run(events, [rng.randint(5, 60)], restart_at=len(events) // 2, max_engines=1, save_every=3) == expected
 
 
 def test_ticks_round_trip_and_bad_ticks_are_unprocessable() -> None:
