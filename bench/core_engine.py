@@ -10,6 +10,12 @@ shared machine). ``--busy``: a synthetic busy channel (10,000 events/day for 8 d
 
     .venv/bin/python bench/core_engine.py [--json PATH] [community ...]   # default: math 052012-literature
     .venv/bin/python bench/core_engine.py --busy [--per-day 10000] [--days 8]
+    .venv/bin/python bench/core_engine.py --steady 20 [--minutes 60]
+
+``--steady RATE``: one community receiving RATE events/s (event time = arrival), flushed every
+10 events; prints its state size and to_state() time after 1, 5, 15 minutes and at the end.
+The worker writes a community's whole state at each flush of its partition (every 0.5 s under
+traffic), so this is what a steady rate costs once the state has grown.
 """
 
 from __future__ import annotations
@@ -137,6 +143,50 @@ def busy(per_day: int, days: int, report: Report) -> None:
     report.notes.append(f"busy channel: synthetic, {per_day:,} events/day for {days} d, 2,000 members")
 
 
+def steady(rate: int, minutes: float, report: Report) -> None:
+    import random
+    from datetime import UTC, datetime
+
+    rnd = random.Random(1)
+    t0 = int(datetime(2026, 12, 4, tzinfo=UTC).timestamp() * 1000)
+    engine = CommunityEngine("steady", "slack", "T1", windows_config=WORKER_MODE)
+    total = int(minutes * 60 * rate)
+    checkpoints = {m * 60 * rate for m in (1, 5, 15) if m * 60 * rate < total} | {total}
+    for n in range(1, total + 1):
+        at = t0 + n * 1000 // rate
+        thread = f"t{n}" if n % 10 == 0 else f"t{n - n % 10 - 10 * rnd.randrange(3)}"
+        when = datetime.fromtimestamp(at / 1000, UTC)
+        event = CanonicalEvent(
+            event_id=f"e{n}",
+            platform="slack",
+            space_id="T1",
+            community_id="steady",
+            kind="thread_started" if n % 10 == 0 else "reply",
+            actor_id=f"u{rnd.randrange(500)}",
+            thread_id=thread,
+            occurred_at=when,
+            received_at=when,
+        )
+        engine.apply(event, at)
+        if n % 10 == 0:
+            engine.advance(at)
+        if n in checkpoints:
+            t = time.process_time()
+            state = engine.to_state()
+            for _ in range(4):
+                engine.to_state()
+            to_state_ms = (time.process_time() - t) / 5 * 1000
+            label = f"{n // rate // 60} min"
+            print(
+                f"steady {rate}/s after {label}: state {len(state) / 1024:,.0f} KiB, to_state {to_state_ms:.1f} ms; "
+                f"event ids kept {len(engine.dedupe):,}, threads kept {len(engine.threads):,}",
+                flush=True,
+            )
+            report.add(Figure(f"steady {rate}/s after {label}: state size", len(state) / 1024, "KiB"))
+            report.add(Figure(f"steady {rate}/s after {label}: to_state", to_state_ms, "ms"))
+    report.notes.append(f"steady: one synthetic community at {rate} events/s for {minutes:g} min, 500 members")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("communities", nargs="*", default=["math", "052012-literature"])
@@ -144,9 +194,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-busy", action="store_true", help="skip the synthetic busy channel")
     parser.add_argument("--per-day", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=8)
+    parser.add_argument("--steady", type=int, metavar="RATE", help="only one community at RATE events/s")
+    parser.add_argument("--minutes", type=float, default=60.0, help="how long --steady runs (event time)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures there (bench.figures.Report)")
     args = parser.parse_args(argv)
     report = Report("core", "bench/core_engine.py " + " ".join(argv))
+    if args.steady:
+        steady(args.steady, args.minutes, report)
+        write(args.json, report)
+        return 0
     if not args.busy:
         for community in args.communities:
             bench(community, report)
