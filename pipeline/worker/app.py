@@ -420,9 +420,15 @@ class PulseWorker:
                 if tick.advance:
                     self._adopt_partition(partition)
                     result.add_step(self.processor.handle_tick(partition, tick.wall_ms))
-                else:
+                    done += self._take_pending(partition)
+                elif tick.catch_up_to is not None or self._save_due(partition, wall_ms):
+                    # events read back from Kafka are saved at once: the consumer counts them as done
                     result.add_step(self.processor.flush(partition, wall_ms))
-                done += self._take_pending(partition)
+                    done += self._take_pending(partition)
+                else:  # a flush request: show the partition's events; the save comes later
+                    result.add_step(self.processor.flush(partition, wall_ms, save=False))
+                    self._pending_since.pop(partition, None)
+                    self._flush_requested.discard(partition)
             elif not await self._apply_after_skipped(
                 message.tp, message.offset, (message,), result, wall_ms, revocations
             ):
@@ -439,9 +445,9 @@ class PulseWorker:
             pending.append(event)
             done = []
             since = self._pending_since.setdefault(partition, wall_ms)
-            unsaved_since = self._unsaved_since.setdefault(partition, wall_ms)
+            self._unsaved_since.setdefault(partition, wall_ms)
             if len(pending) >= FLUSH_EVENTS or wall_ms - since >= FLUSH_INTERVAL_S * 1000:
-                save = len(pending) >= FLUSH_EVENTS or wall_ms - unsaved_since >= SAVE_INTERVAL_S * 1000
+                save = self._save_due(partition, wall_ms)
                 result.add_step(self.processor.flush(partition, wall_ms, save=save))
                 if save:
                     done = self._take_pending(partition)
@@ -619,6 +625,13 @@ class PulseWorker:
             return False
         log.info("partition %d was revoked during a step: the step is dropped, its events go again", partition)
         return True
+
+    def _save_due(self, partition: int, wall_ms: int) -> bool:
+        """Whether a flush of the partition now also saves (see SAVE_INTERVAL_S)."""
+        since = self._unsaved_since.get(partition)
+        if since is None:
+            return False
+        return len(self._pending.get(partition, ())) >= FLUSH_EVENTS or wall_ms - since >= SAVE_INTERVAL_S * 1000
 
     def _take_pending(self, partition: int) -> list[EventT]:
         self._pending_since.pop(partition, None)
