@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import random
 import statistics
 import sys
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,10 +100,23 @@ def bench(community: str, report: Report) -> None:
     report.notes.append(f"{community}: {len(events):,} real events replayed in time order")
 
 
-def busy(per_day: int, days: int, report: Report) -> None:
-    import random
-    from datetime import UTC, datetime
+def _slack_post(community: str, n: int, starts_thread: bool, thread: str, actor: str, at_ms: int) -> CanonicalEvent:
+    """Post number ``n`` of a synthetic Slack channel (the busy and steady ones)."""
+    when = datetime.fromtimestamp(at_ms / 1000, UTC)
+    return CanonicalEvent(
+        event_id=f"e{n}",
+        platform="slack",
+        space_id="T1",
+        community_id=community,
+        kind="thread_started" if starts_thread else "reply",
+        actor_id=actor,
+        thread_id=thread,
+        occurred_at=when,
+        received_at=when,
+    )
 
+
+def busy(per_day: int, days: int, report: Report) -> None:
     rnd = random.Random(1)
     t0 = int(datetime(2024, 5, 6, tzinfo=UTC).timestamp() * 1000)
     engine = CommunityEngine("busy", "slack", "T1", windows_config=WORKER_MODE)
@@ -111,17 +126,7 @@ def busy(per_day: int, days: int, report: Report) -> None:
         for i in range(per_day):
             at = t0 + day * DAY_MS + i * (DAY_MS // per_day)
             thread = f"t{day}-{i}" if i % 10 == 0 else f"t{day}-{i - i % 10 - 10 * rnd.randrange(3)}"
-            event = CanonicalEvent(
-                event_id=f"e{n}",
-                platform="slack",
-                space_id="T1",
-                community_id="busy",
-                kind="thread_started" if i % 10 == 0 else "reply",
-                actor_id=f"u{rnd.randrange(2000)}",
-                thread_id=thread,
-                occurred_at=datetime.fromtimestamp(at / 1000, UTC),
-                received_at=datetime.fromtimestamp(at / 1000, UTC),
-            )
+            event = _slack_post("busy", n, i % 10 == 0, thread, f"u{rnd.randrange(2000)}", at)
             engine.apply(event, at)
             n += 1
             if n % FLUSH_EVERY == 0:
@@ -144,9 +149,6 @@ def busy(per_day: int, days: int, report: Report) -> None:
 
 
 def steady(rate: int, minutes: float, report: Report) -> None:
-    import random
-    from datetime import UTC, datetime
-
     rnd = random.Random(1)
     t0 = int(datetime(2026, 12, 4, tzinfo=UTC).timestamp() * 1000)
     engine = CommunityEngine("steady", "slack", "T1", windows_config=WORKER_MODE)
@@ -155,18 +157,7 @@ def steady(rate: int, minutes: float, report: Report) -> None:
     for n in range(1, total + 1):
         at = t0 + n * 1000 // rate
         thread = f"t{n}" if n % 10 == 0 else f"t{n - n % 10 - 10 * rnd.randrange(3)}"
-        when = datetime.fromtimestamp(at / 1000, UTC)
-        event = CanonicalEvent(
-            event_id=f"e{n}",
-            platform="slack",
-            space_id="T1",
-            community_id="steady",
-            kind="thread_started" if n % 10 == 0 else "reply",
-            actor_id=f"u{rnd.randrange(500)}",
-            thread_id=thread,
-            occurred_at=when,
-            received_at=when,
-        )
+        event = _slack_post("steady", n, n % 10 == 0, thread, f"u{rnd.randrange(500)}", at)
         engine.apply(event, at)
         if n % 10 == 0:
             engine.advance(at)
