@@ -256,7 +256,7 @@ class PulseWorker:
 
         @app.timer(interval=FLUSH_INTERVAL_S / 5)
         async def request_flushes() -> None:
-            # a partition with applied but unsaved events and no traffic to carry the flush;
+            # a partition with applied but unflushed events and no traffic to carry the flush;
             # looked at five times per interval, so such events wait 0.5-0.6 s, not up to 1 s
             wall_ms = _now_ms()
             for partition, since in list(self._pending_since.items()):
