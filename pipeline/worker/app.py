@@ -419,14 +419,16 @@ class PulseWorker:
                         return
                 if tick.advance:
                     self._adopt_partition(partition)
-                    result.add_step(self.processor.handle_tick(partition, tick.wall_ms))
-                    done += self._take_pending(partition)
-                elif tick.catch_up_to is not None or self._save_due(partition, wall_ms):
+                    result.add_step(self.processor.handle_tick(partition, tick.wall_ms))  # flushes and saves
+                    save = True
+                else:
+                    # a flush request shows the partition's events and saves only when a save is due;
                     # events read back from Kafka are saved at once: the consumer counts them as done
-                    result.add_step(self.processor.flush(partition, wall_ms))
+                    save = tick.catch_up_to is not None or self._save_due(partition, wall_ms)
+                    result.add_step(self.processor.flush(partition, wall_ms, save=save))
+                if save:
                     done += self._take_pending(partition)
-                else:  # a flush request: show the partition's events; the save comes later
-                    result.add_step(self.processor.flush(partition, wall_ms, save=False))
+                else:
                     self._pending_since.pop(partition, None)
                     self._flush_requested.discard(partition)
             elif not await self._apply_after_skipped(
@@ -573,9 +575,9 @@ class PulseWorker:
         recovery has seen, the partition is sought back to the last record seen (recovery
         ignores records it has already applied); otherwise the stall is only logged.
         """
-        recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]  # on the concrete TableManager
-        if not recovery.in_recovery:
+        if not self._in_recovery():
             return
+        recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]  # on the concrete TableManager
         now = time.monotonic()
         for tp, remaining in list(recovery.active_remaining().items()):
             last_event = max(

@@ -343,7 +343,8 @@ class Processor:
             self._due[community_id] = engine.next_due_wall_ms()
             self._mark_stale(community_id)
         if save:
-            for community_id in sorted(self._flushed_unsaved.pop(partition)):
+            del self._flushed_unsaved[partition]
+            for community_id in sorted(flushed):
                 engine = self._engines.get(community_id)
                 if engine is None:  # never: an engine owing a save is not dropped
                     continue
