@@ -28,8 +28,10 @@ class BatchPolicy:
     max_rows: int = 10_000
     max_bytes: int = 32 * 1024 * 1024
     # a row's wait for its insert is part of ClickHouse freshness (target p99 < 2 s from the
-    # webhook); 0.5 s means at most about two inserts per table per second
-    max_age_s: float = 0.5
+    # webhook); 0.25 s means at most about four inserts per table per second. With the worker's
+    # flush also at 0.25 s it took 0.4-0.6 s off the ClickHouse p99 at 300/s (bench/notes/e2e.md).
+    # A ClickHouse server shared by many sinks may want longer: `pulse db sink --batch-seconds`
+    max_age_s: float = 0.25
 
     def __post_init__(self) -> None:
         if self.max_rows < 1 or self.max_bytes < 1 or self.max_age_s <= 0:

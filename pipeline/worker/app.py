@@ -51,7 +51,10 @@ TICK_INTERVAL_S = 5.0
 # traffic, where most events are the only one of their community in a flush, saving at every
 # flush cost about one state write per event. A crash re-applies at most this much.
 FLUSH_EVENTS = 2000
-FLUSH_INTERVAL_S = 0.5
+# 0.25 s, like the sink's batch age: every flush emits each changed community's windows, and
+# at 300/s the two at 0.25 s cost the worker 0.08 of a core more than at 0.5 s, for 0.2 s off
+# the p99 to metrics and 0.4-0.6 s to ClickHouse (bench/notes/e2e.md)
+FLUSH_INTERVAL_S = 0.25
 SAVE_INTERVAL_S = 5.0
 METRICS_INTERVAL_S = 5.0
 # how long fetching events the consumer skipped may take; past it the step fails with
@@ -257,7 +260,7 @@ class PulseWorker:
         @app.timer(interval=FLUSH_INTERVAL_S / 5)
         async def request_flushes() -> None:
             # a partition with applied but unflushed events and no traffic to carry the flush;
-            # looked at five times per interval, so such events wait 0.5-0.6 s, not up to 1 s
+            # looked at five times per interval, so such events wait 1-1.2 intervals, not up to 2
             wall_ms = _now_ms()
             for partition, since in list(self._pending_since.items()):
                 if wall_ms - since >= FLUSH_INTERVAL_S * 1000 and partition not in self._flush_requested:
