@@ -52,8 +52,8 @@ TICK_INTERVAL_S = 5.0
 # flush cost about one state write per event. A crash re-applies at most this much.
 FLUSH_EVENTS = 2000
 # 0.25 s, like the sink's batch age: every flush emits each changed community's windows, and
-# at 300/s the two at 0.25 s cost the worker 0.08 of a core more than at 0.5 s, for 0.2 s off
-# the p99 to metrics and 0.4-0.6 s to ClickHouse (bench/notes/e2e.md)
+# at 300/s the two at 0.25 s cost the worker up to 0.08 of a core more than at 0.5 s, for about
+# 0.2 s off the p99 to metrics and 0.4-0.6 s to ClickHouse (bench/notes/e2e.md)
 FLUSH_INTERVAL_S = 0.25
 SAVE_INTERVAL_S = 5.0
 METRICS_INTERVAL_S = 5.0
