@@ -29,6 +29,11 @@ EVENT_PARTITIONS = 4
 CONSUMER_FETCH_WAIT_MS = 100
 MAX_BODY_BYTES = 8 * 1024 * 1024  # largest PULSE_MAX_BODY_BYTES the raw topic can hold
 RAW_MAX_BYTES = MAX_BODY_BYTES + 256 * 1024
+# largest community state the worker can write: one changelog record holds a community's whole
+# state, and Kafka's default (1 MB) was outgrown by a busy channel within minutes (24 h of event
+# ids alone reach 2 MB at the dedupe cap). Set on the changelog topic when the worker creates it
+# and on the worker's producer; a changelog created before needs it too (docs/scaling.md)
+STATE_MAX_BYTES = 32 * 1024 * 1024
 
 RAW = "webhooks.raw"
 EVENTS = "engagement.events"

@@ -55,6 +55,10 @@ FLUSH_EVENTS = 2000
 # at 300/s the two at 0.25 s cost the worker up to 0.08 of a core more than at 0.5 s, for about
 # 0.2 s off the p99 to metrics and 0.4-0.6 s to ClickHouse (bench/notes/e2e.md)
 FLUSH_INTERVAL_S = 0.25
+# how often quiet partitions are looked at for a flush they owe. Not shorter: mode warns of an
+# "overlapping" timer whenever a run takes longer than the interval, and a loaded loop made
+# 0.05 s runs take longer about once every 3 s
+FLUSH_REQUEST_INTERVAL_S = 0.1
 SAVE_INTERVAL_S = 5.0
 METRICS_INTERVAL_S = 5.0
 # how long fetching events the consumer skipped may take; past it the step fails with
@@ -131,6 +135,7 @@ class PulseWorker:
             # them share produce requests (one request per record cost a third of the CPU)
             producer_linger=0.005,
             producer_max_batch_size=256 * 1024,
+            producer_max_request_size=topics.STATE_MAX_BYTES + 64 * 1024,
             key_serializer="raw",
             value_serializer="raw",
             consumer_auto_offset_reset="earliest",
@@ -151,6 +156,8 @@ class PulseWorker:
             partitions=topics.EVENT_PARTITIONS,
             key_type=bytes,
             value_type=bytes,
+            # one record holds a community's whole state (see topics.STATE_MAX_BYTES)
+            extra_topic_configs={"max.message.bytes": str(topics.STATE_MAX_BYTES + 64 * 1024)},
         )
         self.processor = Processor(
             load_directory(settings.communities_file),
@@ -257,10 +264,10 @@ class PulseWorker:
             async for event in manual.events():
                 await self._handle(event, manual, is_tick=event.message.topic == ticks_name)
 
-        @app.timer(interval=FLUSH_INTERVAL_S / 5)
+        @app.timer(interval=FLUSH_REQUEST_INTERVAL_S)
         async def request_flushes() -> None:
-            # a partition with applied but unflushed events and no traffic to carry the flush;
-            # looked at five times per interval, so such events wait 1-1.2 intervals, not up to 2
+            # a partition with applied but unflushed events and no traffic to carry the flush:
+            # such events wait one flush interval plus up to one of these, not up to two
             wall_ms = _now_ms()
             for partition, since in list(self._pending_since.items()):
                 if wall_ms - since >= FLUSH_INTERVAL_S * 1000 and partition not in self._flush_requested:
