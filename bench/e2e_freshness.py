@@ -390,7 +390,8 @@ async def level(prober: Prober, servers: dict[str, Server], broker_pid: int | No
     first_sample = len(prober.samples)
     await asyncio.sleep(warmup)
     measured_from = len(prober.samples)
-    await asyncio.sleep(seconds)
+    trend = await _watch(prober, pids, seconds, args.trend) if args.trend and rate else []
+    await asyncio.sleep(max(0.0, started + warmup + seconds - time.monotonic()))
     measured_to = len(prober.samples)
     wall = time.monotonic() - started
     cpu = {name: round((cpu_seconds(pid) - cpu_before[name]) / wall, 2) for name, pid in pids.items()}
@@ -417,6 +418,7 @@ async def level(prober: Prober, servers: dict[str, Server], broker_pid: int | No
         "freshness": summarize(prober.samples[measured_from:measured_to]),
         "warmup_samples": measured_from - first_sample,
         "traffic": traffic,
+        "trend": trend,
     }
     if rate:
         # sustained: everything due was answered 2xx without a queue building up at the gateway
@@ -430,6 +432,46 @@ async def level(prober: Prober, servers: dict[str, Server], broker_pid: int | No
             and not any(result["freshness"][w]["timed_out"] for w in ("metrics", "clickhouse"))
         )
     return result
+
+
+async def _watch(prober: Prober, pids: dict[str, int], seconds: float, every: float) -> list[dict[str, Any]]:
+    """A long level, ``every`` seconds at a time: freshness of the probes sent in each stretch,
+    the worker's backlog and each process's CPU (does the state's growth wear the pipeline
+    down?). A stretch is printed one stretch later, when its probes have been seen."""
+    out: list[dict[str, Any]] = []
+    begun = time.monotonic()
+    marks = [(begun, len(prober.samples), {name: cpu_seconds(pid) for name, pid in pids.items()})]
+    while (elapsed := time.monotonic() - begun) < seconds - 1:
+        await asyncio.sleep(min(every, seconds - elapsed))
+        marks.append((time.monotonic(), len(prober.samples), {name: cpu_seconds(pid) for name, pid in pids.items()}))
+        if len(marks) > 2:
+            out.append(_stretch(prober, begun, marks[-3], marks[-2]))
+    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    while time.monotonic() < deadline and any(
+        s.metrics_s is None or s.clickhouse_s is None for s in prober.samples[marks[-2][1] : marks[-1][1]]
+    ):
+        await asyncio.sleep(0.2)
+    out.append(_stretch(prober, begun, marks[-2], marks[-1]))
+    return out
+
+
+_Mark = tuple[float, int, dict[str, float]]  # (monotonic time, samples so far, CPU seconds per process)
+
+
+def _stretch(prober: Prober, begun: float, start: _Mark, end: _Mark) -> dict[str, Any]:
+    (t0, first, cpu0), (t1, last, cpu1) = start, end
+    row = {
+        "from_s": round(t0 - begun),
+        "freshness": summarize(prober.samples[first:last]),
+        "max_backlog": max((lag for t, lag in prober.lag if t0 <= t <= t1), default=0.0),
+        "cpu_cores": {name: round((cpu1[name] - cpu0[name]) / (t1 - t0), 2) for name in cpu0},
+    }
+    f = row["freshness"]
+    print(f"    {row['from_s']:>5} s: n={f['samples']:<3} metrics p50/p99 {f['metrics']['p50_ms'] or 0:5.0f}/"
+          f"{f['metrics']['p99_ms'] or 0:5.0f} ms, ClickHouse {f['clickhouse']['p50_ms'] or 0:5.0f}/"
+          f"{f['clickhouse']['p99_ms'] or 0:5.0f} ms, backlog {row['max_backlog']:.0f}, CPU {row['cpu_cores']}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return row
 
 
 async def drain(prober: Prober, timeout: float) -> float:
@@ -631,6 +673,8 @@ if __name__ == "__main__":
                         help="seconds between read-API requests, for all waiting probes together (default 0.2)")
     parser.add_argument("--metrics-poll", type=float, default=0.25,
                         help="seconds between scrapes of /metrics (default 0.25; a scrape runs on the worker's loop)")
+    parser.add_argument("--trend", type=float, default=0.0, metavar="SECONDS",
+                        help="for long runs: also print freshness, backlog and CPU for every stretch of SECONDS")
     parser.add_argument("--concurrency", type=int, default=64, help="connections of the load generator")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=None, help="use this Kafka instead of starting one")
