@@ -79,7 +79,7 @@ from bench.harness import (  # noqa: E402
 )
 from pipeline.simulate.behaviours import Action  # noqa: E402
 from pipeline.simulate.model import Request  # noqa: E402
-from pipeline.simulate.render import Community, Credentials, Renderer  # noqa: E402
+from pipeline.simulate.render import Community, Credentials, Renderer, resign_slack  # noqa: E402
 from pipeline.stack.process import free_port  # noqa: E402
 from pipeline.stack.topics import create_topics  # noqa: E402
 
@@ -164,7 +164,12 @@ def render_all(rate: float, seconds: float, communities: int, seed: int, port: i
         if not pending:
             community = rng.choices(live, weights)[0]
             pending.extend(community.post(at=datetime.fromtimestamp(start + len(out) / rate, tz=UTC)))
-        out.append(http_bytes(pending.popleft(), port))
+        request = pending.popleft()
+        if creds.slack is not None:
+            # signed for when it is due: a signature from rendering time is refused once it is
+            # 5 minutes old (Slack's window), i.e. in any level longer than about 4 minutes
+            request = resign_slack(request, creds.slack, start + len(out) / rate)
+        out.append(http_bytes(request, port))
     return out
 
 
