@@ -390,16 +390,19 @@ async def level(prober: Prober, servers: dict[str, Server], broker_pid: int | No
             raise SystemExit(f"load generator failed before sending (exit {loader.wait()})")
     # the harness shares the machine: its load generator and this prober are counted too
     pids |= {"prober": os.getpid()} | ({"load": loader.pid} if loader is not None else {})
-    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu_before = _cpu(pids)
     started = time.monotonic()
     first_sample = len(prober.samples)
     await asyncio.sleep(warmup)
     measured_from = len(prober.samples)
-    trend = await _watch(prober, pids, seconds, args.trend) if args.trend and rate else []
+    trend = Trend(prober, pids)
+    if args.trend and rate:
+        await trend.watch(seconds, args.trend)
     await asyncio.sleep(max(0.0, started + warmup + seconds - time.monotonic()))
     measured_to = len(prober.samples)
     wall = time.monotonic() - started
-    cpu = {name: round((cpu_seconds(pid) - cpu_before[name]) / wall, 2) for name, pid in pids.items()}
+    cpu_after = _cpu(pids)
+    cpu = {name: round((cpu_after[name] - cpu_before[name]) / wall, 2) for name in pids}
     traffic: dict[str, Any] = {}
     if loader is not None:
         out, _ = await asyncio.to_thread(loader.communicate, timeout=300)
@@ -423,7 +426,7 @@ async def level(prober: Prober, servers: dict[str, Server], broker_pid: int | No
         "freshness": summarize(prober.samples[measured_from:measured_to]),
         "warmup_samples": measured_from - first_sample,
         "traffic": traffic,
-        "trend": trend,
+        "trend": trend.finish(),
     }
     if rate:
         # sustained: everything due was answered 2xx without a queue building up at the gateway
@@ -439,44 +442,56 @@ async def level(prober: Prober, servers: dict[str, Server], broker_pid: int | No
     return result
 
 
-async def _watch(prober: Prober, pids: dict[str, int], seconds: float, every: float) -> list[dict[str, Any]]:
-    """A long level, ``every`` seconds at a time: freshness of the probes sent in each stretch,
-    the worker's backlog and each process's CPU (does the state's growth wear the pipeline
-    down?). A stretch is printed one stretch later, when its probes have been seen."""
-    out: list[dict[str, Any]] = []
-    begun = time.monotonic()
-    marks = [(begun, len(prober.samples), {name: cpu_seconds(pid) for name, pid in pids.items()})]
-    while (elapsed := time.monotonic() - begun) < seconds - 1:
-        await asyncio.sleep(min(every, seconds - elapsed))
-        marks.append((time.monotonic(), len(prober.samples), {name: cpu_seconds(pid) for name, pid in pids.items()}))
-        if len(marks) > 2:
-            out.append(_stretch(prober, begun, marks[-3], marks[-2]))
-    deadline = time.monotonic() + PROBE_TIMEOUT_S
-    while time.monotonic() < deadline and any(
-        s.metrics_s is None or s.clickhouse_s is None for s in prober.samples[marks[-2][1] : marks[-1][1]]
-    ):
-        await asyncio.sleep(0.2)
-    out.append(_stretch(prober, begun, marks[-2], marks[-1]))
-    return out
-
-
 _Mark = tuple[float, int, dict[str, float]]  # (monotonic time, samples so far, CPU seconds per process)
 
 
-def _stretch(prober: Prober, begun: float, start: _Mark, end: _Mark) -> dict[str, Any]:
-    (t0, first, cpu0), (t1, last, cpu1) = start, end
-    row = {
-        "from_s": round(t0 - begun),
-        "freshness": summarize(prober.samples[first:last]),
-        "max_backlog": max((lag for t, lag in prober.lag if t0 <= t <= t1), default=0.0),
-        "cpu_cores": {name: round((cpu1[name] - cpu0[name]) / (t1 - t0), 2) for name in cpu0},
-    }
-    f = row["freshness"]
-    print(f"    {row['from_s']:>5} s: n={f['samples']:<3} metrics p50/p99 {f['metrics']['p50_ms'] or 0:5.0f}/"
-          f"{f['metrics']['p99_ms'] or 0:5.0f} ms, ClickHouse {f['clickhouse']['p50_ms'] or 0:5.0f}/"
-          f"{f['clickhouse']['p99_ms'] or 0:5.0f} ms, backlog {row['max_backlog']:.0f}, CPU {row['cpu_cores']}",
-          file=sys.stderr, flush=True)  # fmt: skip
-    return row
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+@dataclass
+class Trend:
+    """A long level, ``every`` seconds at a time: freshness of the probes sent in each stretch,
+    the worker's backlog and each process's CPU (does the state's growth wear the pipeline
+    down?). A stretch is printed one stretch later, when its probes have been seen; the last
+    one by ``finish`` once the level has waited for its probes."""
+
+    prober: Prober
+    pids: dict[str, int]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    marks: list[_Mark] = field(default_factory=list)
+
+    def _mark(self) -> None:
+        self.marks.append((time.monotonic(), len(self.prober.samples), _cpu(self.pids)))
+
+    async def watch(self, seconds: float, every: float) -> None:
+        self._mark()
+        begun = self.marks[0][0]
+        while (elapsed := time.monotonic() - begun) < seconds - 1:
+            await asyncio.sleep(min(every, seconds - elapsed))
+            self._mark()
+            if len(self.marks) > 2:
+                self.rows.append(self._stretch(self.marks[-3], self.marks[-2]))
+
+    def finish(self) -> list[dict[str, Any]]:
+        if len(self.marks) > 1:
+            self.rows.append(self._stretch(self.marks[-2], self.marks[-1]))
+        return self.rows
+
+    def _stretch(self, start: _Mark, end: _Mark) -> dict[str, Any]:
+        (t0, first, cpu0), (t1, last, cpu1) = start, end
+        row = {
+            "from_s": round(t0 - self.marks[0][0]),
+            "freshness": summarize(self.prober.samples[first:last]),
+            "max_backlog": max((lag for t, lag in self.prober.lag if t0 <= t <= t1), default=0.0),
+            "cpu_cores": {name: round((cpu1[name] - cpu0[name]) / (t1 - t0), 2) for name in cpu0},
+        }
+        f = row["freshness"]
+        print(f"    {row['from_s']:>5} s: n={f['samples']:<3} metrics p50/p99 {f['metrics']['p50_ms'] or 0:5.0f}/"
+              f"{f['metrics']['p99_ms'] or 0:5.0f} ms, ClickHouse {f['clickhouse']['p50_ms'] or 0:5.0f}/"
+              f"{f['clickhouse']['p99_ms'] or 0:5.0f} ms, backlog {row['max_backlog']:.0f}, CPU {row['cpu_cores']}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return row
 
 
 async def drain(prober: Prober, timeout: float) -> float:
