@@ -34,6 +34,7 @@ RAW_MAX_BYTES = MAX_BODY_BYTES + 256 * 1024
 # ids alone reach 2 MB at the dedupe cap). Set on the changelog topic when the worker creates it
 # and on the worker's producer; a changelog created before needs it too (docs/scaling.md)
 STATE_MAX_BYTES = 32 * 1024 * 1024
+STATE_RECORD_MAX_BYTES = STATE_MAX_BYTES + 64 * 1024  # key, headers and batch overhead
 
 RAW = "webhooks.raw"
 EVENTS = "engagement.events"

@@ -134,7 +134,7 @@ class PulseWorker:
             # them share produce requests (one request per record cost a third of the CPU)
             producer_linger=0.005,
             producer_max_batch_size=256 * 1024,
-            producer_max_request_size=topics.STATE_MAX_BYTES + 64 * 1024,
+            producer_max_request_size=topics.STATE_RECORD_MAX_BYTES,
             key_serializer="raw",
             value_serializer="raw",
             consumer_auto_offset_reset="earliest",
@@ -156,7 +156,7 @@ class PulseWorker:
             key_type=bytes,
             value_type=bytes,
             # one record holds a community's whole state (see topics.STATE_MAX_BYTES)
-            extra_topic_configs={"max.message.bytes": str(topics.STATE_MAX_BYTES + 64 * 1024)},
+            extra_topic_configs={"max.message.bytes": str(topics.STATE_RECORD_MAX_BYTES)},
         )
         self.processor = Processor(
             load_directory(settings.communities_file),
