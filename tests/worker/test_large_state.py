@@ -7,7 +7,6 @@ and the worker stopped (and would have stopped again at every restart).
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.events import CanonicalEvent
+from tests.faults.harness import metric_sum
 from tests.worker.conftest import WorkerProcess, produce_events, unique_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -45,9 +45,7 @@ def _posts(worker: WorkerProcess, community: str) -> float | None:
         text = httpx.get(worker.url("/metrics"), timeout=10).text
     except httpx.HTTPError:  # not up yet, or gone: the caller looks at the process
         return None
-    pattern = rf'^pulse_community_posts\{{[^}}]*community_id="{re.escape(community)}"[^}}]*range="24h"[^}}]*\}} (\S+)$'
-    match = re.search(pattern, text, re.M)
-    return float(match.group(1)) if match else None
+    return metric_sum(text, "pulse_community_posts", community_id=community, range="24h")
 
 
 def _wait_posts(worker: WorkerProcess, community: str, expected: float, timeout: float) -> float | None:
