@@ -14,7 +14,7 @@ shared machine). ``--busy``: a synthetic busy channel (10,000 events/day for 8 d
 
 ``--steady RATE``: one community receiving RATE events/s (event time = arrival), flushed every
 10 events; prints its state size and to_state() time after 1, 5, 15 minutes and at the end.
-The worker writes a community's whole state at each flush of its partition (every 0.5 s under
+The worker writes a community's whole state at each save of its partition (every 5 s under
 traffic), so this is what a steady rate costs once the state has grown.
 """
 
