@@ -85,7 +85,7 @@ from pipeline.core.buckets import Bucket
 from pipeline.core.concentration import absence_factor, gini, top_share
 from pipeline.core.dedupe import Deduper
 from pipeline.core.health import HealthInputs, Verdict, evaluate
-from pipeline.core.latency import Answered, Thread, ThreadBook, percentile
+from pipeline.core.latency import Thread, ThreadBook, percentile_of_sorted
 from pipeline.core.policy import DEFAULT_POLICY, CommunityPolicy
 from pipeline.core.windows import (
     DAY_MS,
@@ -281,12 +281,12 @@ class CommunityEngine:
                 candidates.append(dead_at)
         if self._figures_pending and self.emitted_at_ms is not None:
             candidates.append(self.emitted_at_ms + cfg.health_refresh_ms)
-        sla_ms = math.floor(t.sla_s * 1000)
-        horizon = cfg.thread_horizon_ms
-        for a_start, _ in self.threads.started_since(now - max(horizon, 7 * DAY_MS, sla_ms) - DAY_MS):
-            for at in (a_start + sla_ms, a_start + 7 * DAY_MS, a_start + horizon + 1):
-                if at > now:
-                    candidates.append(at)
+        # a thread crosses the SLA, leaves the 7 d views, or leaves the horizon
+        crossing = self.threads.next_start_crossing(
+            now, (math.floor(t.sla_s * 1000), 7 * DAY_MS, cfg.thread_horizon_ms + 1)
+        )
+        if crossing is not None:
+            candidates.append(crossing)
         return min(candidates) if candidates else None
 
     def health(self) -> HealthSnapshot:
@@ -335,7 +335,7 @@ class CommunityEngine:
         if event.kind == Kind.THREAD_STARTED:
             tid = event.thread_id or event.event_id
             thread = self.threads.get(tid)
-            old_start = thread.start_ms
+            old_start, old_answered = thread.start_ms, thread.answered_at()
             thread.set_start(actor, occurred, cfg_early_reply_ms(self.config))
         else:
             reply_tid = event.thread_id or event.parent_id
@@ -343,9 +343,9 @@ class CommunityEngine:
                 return
             tid = reply_tid
             thread = self.threads.get(tid)
-            old_start = thread.start_ms
+            old_start, old_answered = thread.start_ms, thread.answered_at()
             thread.add_response(actor, occurred, cfg_early_reply_ms(self.config))
-        self.threads.reindex(tid, thread, old_start)
+        self.threads.reindex(tid, thread, old_start, old_answered)
         self._thread_changed(tid, thread, occurred, em)
 
     def _note_member(self, actor: str, occurred: int) -> None:
@@ -471,17 +471,16 @@ class CommunityEngine:
     def _emit_windows(self, em: Emissions, wall_now_ms: int) -> None:
         if not self._dirty:
             return
-        answered = self.threads.window_view()
         for size, start in sorted(self._dirty, key=lambda k: (k[1], k[0])):
             bucket = self.buckets[size].get(start)
             if bucket is None or not bucket.dirty:
                 continue
             bucket.version += 1
             bucket.dirty = False
-            em.windows.append(self._row(size, bucket, answered, wall_now_ms))
+            em.windows.append(self._row(size, bucket, wall_now_ms))
         self._dirty.clear()
 
-    def _row(self, size: str, b: Bucket, answered: list[Answered], wall_now_ms: int) -> WindowResult:
+    def _row(self, size: str, b: Bucket, wall_now_ms: int) -> WindowResult:
         start, end = b.start_ms, b.start_ms + SIZE_MS[size]
         counts = list(b.posters.values())
         new = 0
@@ -489,17 +488,9 @@ class CommunityEngine:
             seen = self.members.get(actor)
             if seen is not None and start <= seen[0] < end:
                 new += 1
-        latencies: list[float] = []
-        oldest: int | None = None
-        unanswered = 0
-        horizon = end - self.config.thread_horizon_ms
-        for a_start, r in answered:
-            if r is not None and start <= r < end:
-                latencies.append(max(0, r - a_start) / 1000)
-            if horizon <= a_start < end and (r is None or r >= end):
-                unanswered += 1
-                if oldest is None or a_start < oldest:
-                    oldest = a_start
+        # first responses that happened in the window (ms, in order); "unanswered" as of its end
+        latencies = self.threads.latencies_in(size, start)
+        unanswered, oldest = self.threads.unanswered_at(end, self.config.thread_horizon_ms)
         return WindowResult(
             community_id=self.community_id,
             platform=self.platform,
@@ -525,8 +516,8 @@ class CommunityEngine:
             top3_share=top_share(counts, 3),
             gini=gini(counts),
             absence_factor=absence_factor(counts),
-            first_response_p50_s=percentile(latencies, 0.5),
-            first_response_p90_s=percentile(latencies, 0.9),
+            first_response_p50_s=percentile_of_sorted(latencies, 0.5, 1000),
+            first_response_p90_s=percentile_of_sorted(latencies, 0.9, 1000),
             threads_answered=len(latencies),
             threads_unanswered=unanswered,
             oldest_unanswered_age_s=(end - oldest) / 1000 if oldest is not None else None,
@@ -673,27 +664,8 @@ class CommunityEngine:
                 top = max(top, days.posters_28d.get(actor, 0) + n)
         top1 = top / posts_28d if posts_28d else 0.0
         sla_ms = t.sla_s * 1000
-        lat_7d: list[float] = []
-        eligible = within = 0
-        recent = self.threads.started_since(now - 7 * DAY_MS + 1)
-        for a_start, r in recent:
-            lat = None if r is None else max(0, r - a_start)
-            if lat is not None:
-                lat_7d.append(lat / 1000)
-            if lat is not None and lat <= sla_ms:
-                eligible += 1
-                within += 1
-            elif now - a_start >= sla_ms:
-                eligible += 1
-        backlog = 0
-        oldest: int | None = None
-        horizon = now - self.config.thread_horizon_ms
-        for a_start, _ in self.threads.open_view():
-            if a_start >= horizon:
-                if now - a_start >= sla_ms:
-                    backlog += 1
-                if oldest is None or a_start < oldest:
-                    oldest = a_start
+        week = self.threads.seven_days(now - 7 * DAY_MS + 1, now, sla_ms)
+        backlog, oldest = self.threads.backlog(now, self.config.thread_horizon_ms, sla_ms)
         silence = (now - self.last_post_ms) / 1000 if self.last_post_ms is not None else None
         inputs = HealthInputs(
             silence_s=silence,
@@ -701,9 +673,9 @@ class CommunityEngine:
             baseline_posts_per_week=days.baseline_posts / 4,
             posts_28d=posts_28d,
             top1_share_28d=top1,
-            threads_started_7d=len(recent),
-            first_response_p50_7d_s=percentile(lat_7d, 0.5),
-            answered_within_sla_7d=within / eligible if eligible else None,
+            threads_started_7d=week.started,
+            first_response_p50_7d_s=percentile_of_sorted(week.latencies_ms, 0.5, 1000),
+            answered_within_sla_7d=week.within_sla / week.eligible if week.eligible else None,
             backlog_threads=backlog,
         )
         return {

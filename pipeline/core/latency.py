@@ -20,8 +20,12 @@ should take over from a dropped candidate, was never kept).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.core.windows import DAY_MS, SIZE_MS
 
 
 @dataclass(slots=True)
@@ -104,41 +108,82 @@ class Thread:
             self.held = [h for h in self.held if h[0] >= before_ms]
 
 
-# (start_ms, answered_at ms or None) of a thread whose start is known
-Answered = tuple[int, int | None]
-
-
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Linear-interpolation percentile (numpy's default, ``statistics.quantiles`` inclusive).
 
     ``q`` in [0, 1]; None for no values.
     """
-    if not values:
+    return percentile_of_sorted(sorted(values), q)
+
+
+def percentile_of_sorted(ordered: Sequence[float], q: float, scale: float = 1.0) -> float | None:
+    """``percentile`` of values already in order, each divided by ``scale`` (ms -> s) before use."""
+    if not ordered:
         return None
-    ordered = sorted(values)
     pos = (len(ordered) - 1) * q
     lo = math.floor(pos)
     hi = math.ceil(pos)
+    low = ordered[lo] / scale
     if lo == hi:
-        return float(ordered[lo])
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+        return float(low)
+    return low + (ordered[hi] / scale - low) * (pos - lo)
+
+
+@dataclass(frozen=True, slots=True)
+class SevenDays:
+    """The thread figures of a 7 d health view (threads started since its start)."""
+
+    started: int
+    # first-response latencies of the answered ones, in order: the book's own list, so read it
+    # before the book changes
+    latencies_ms: list[int]
+    within_sla: int  # answered within the SLA
+    eligible: int  # answered within the SLA, or older than it
 
 
 class ThreadBook:
-    """Threads of one community with two small indexes kept beside the records.
+    """Threads of one community, with indexes kept beside the records as they change.
 
-    ``open``: threads with a start and no first response yet; ``orphans``: threads
-    holding replies (``Thread.held``: the start unknown, or replies too far before it);
-    ``recent``: threads whose first response is recent enough that a window that
-    can still be emitted may need it (pruned with the book). ``by_day``: thread ids
-    by the UTC day of their start, for the 7-day health views. Window rows and
-    health then look at a few dozen threads instead of every remembered one.
-    ``_day_views``: the answered view of each start day, kept until a thread of that
-    day changes, so health (evaluated every few minutes of stream time) rebuilds only
-    the days that moved (usually today) instead of every thread of the week.
+    Sets: ``open``: threads with a start and no first response yet; ``orphans``:
+    threads holding replies (``Thread.held``: the start unknown, or replies too far
+    before it); ``recent``: threads whose first response is recent enough that a
+    window that can still be emitted may need it (pruned with the book); ``by_day``:
+    thread ids by the UTC day of their start. ``settled``: answered threads no window
+    row can need any more, kept as (start, answered) for the 7 d health views only.
+
+    Sorted indexes, so that a window row or a health evaluation costs a few binary
+    searches instead of a pass over every thread the book keeps (a busy channel keeps
+    days of them, and the worker emits its rows several times a second):
+
+    - ``starts``: the start of every thread with a known start and every settled one;
+    - ``open_starts``: the starts of the open threads;
+    - ``answers``: (answered at, start) of the recent threads;
+    - ``window_latencies``: per window (size, start), the latencies (ms) of the recent
+      threads answered in it, in order;
+    - ``answered``: (start, latency ms) of every answered thread and every settled one;
+    - ``health_latencies``: the latencies of ``answered`` with a start at or after
+      ``health_from`` (the last 7 d view's start, which only moves on).
+
+    Sorted Python lists: inserting into one moves memory, but stays cheap up to
+    hundreds of thousands of entries, and an empty list costs far less than a tree
+    (a worker holds one book per community).
     """
 
-    __slots__ = ("_day_views", "by_day", "open", "orphans", "recent", "settled", "threads")
+    __slots__ = (
+        "answered",
+        "answers",
+        "by_day",
+        "health_from",
+        "health_latencies",
+        "open",
+        "open_starts",
+        "orphans",
+        "recent",
+        "settled",
+        "starts",
+        "threads",
+        "window_latencies",
+    )
 
     def __init__(self) -> None:
         self.threads: dict[str, Thread] = {}
@@ -146,10 +191,14 @@ class ThreadBook:
         self.orphans: set[str] = set()  # threads with held replies, or with no start (yet)
         self.recent: set[str] = set()
         self.by_day: dict[int, set[str]] = {}
-        # answered threads no window row can need any more, kept only for the 7-day health
-        # views: (start, first response) by start day, without ids, authors or candidates
         self.settled: dict[int, list[tuple[int, int]]] = {}
-        self._day_views: dict[int, list[Answered]] = {}
+        self.starts: list[int] = []
+        self.open_starts: list[int] = []
+        self.answers: list[tuple[int, int]] = []
+        self.window_latencies: dict[tuple[str, int], list[int]] = {}
+        self.answered: list[tuple[int, int]] = []
+        self.health_from: int | None = None
+        self.health_latencies: list[int] = []
 
     def __len__(self) -> int:
         return len(self.threads)
@@ -161,14 +210,9 @@ class ThreadBook:
             self.orphans.add(tid)
         return thread
 
-    def reindex(self, tid: str, thread: Thread, old_start_ms: int | None) -> None:
-        """Call after a change to ``thread``."""
-        views = self._day_views
-        if views:
-            if old_start_ms is not None:
-                views.pop(_day(old_start_ms), None)
-            if thread.start_ms is not None:
-                views.pop(_day(thread.start_ms), None)
+    def reindex(self, tid: str, thread: Thread, old_start_ms: int | None, old_answered_ms: int | None) -> None:
+        """Call after a change to ``thread``, with its start and ``answered_at()`` before it."""
+        before = (old_start_ms, old_answered_ms, tid in self.open, tid in self.recent)
         if thread.start_ms != old_start_ms:
             if old_start_ms is not None:
                 day = self.by_day.get(_day(old_start_ms))
@@ -180,61 +224,122 @@ class ThreadBook:
             self.orphans.add(tid)
         else:
             self.orphans.discard(tid)
-        if thread.start_ms is None:
-            return
-        if thread.first_response() is None:
-            self.open.add(tid)
-            self.recent.discard(tid)
-        else:
-            self.open.discard(tid)
-            self.recent.add(tid)
-
-    def answered_view(self, tids: Iterable[str]) -> list[Answered]:
-        out: list[Answered] = []
-        threads = self.threads
-        for tid in tids:
-            t = threads.get(tid)
-            if t is not None and t.start_ms is not None:
-                out.append((t.start_ms, t.answered_at()))
-        return out
-
-    def window_view(self) -> list[Answered]:
-        """Threads a window row can need: the open ones and the recently answered ones."""
-        return self.open_view() + self.answered_view(self.recent)
-
-    def open_view(self) -> list[Answered]:
-        # open threads have a start and no first response by definition
-        threads = self.threads
-        return [(threads[tid].start_ms or 0, None) for tid in self.open]
-
-    def started_since(self, since_ms: int) -> list[Answered]:
-        out: list[Answered] = []
-        views = self._day_views
-        settled = self.settled
-        for day in self.by_day.keys() | settled.keys():
-            if day + _DAY_MS <= since_ms:
-                continue
-            view = views.get(day)
-            if view is None:
-                view = views[day] = self.answered_view(self.by_day.get(day, ()))
-                view.extend(settled.get(day, ()))
-            if day >= since_ms:
-                out += view
+        if thread.start_ms is not None:
+            if thread.first_response() is None:
+                self.open.add(tid)
+                self.recent.discard(tid)
             else:
-                out += [a for a in view if a[0] >= since_ms]
-        return out
+                self.open.discard(tid)
+                self.recent.add(tid)
+        after = (thread.start_ms, thread.answered_at(), tid in self.open, tid in self.recent)
+        if after != before:  # most replies change no first response
+            self._index(*before, add=False)
+            self._index(*after, add=True)
+
+    def _index(self, start: int | None, answered: int | None, is_open: bool, is_recent: bool, *, add: bool) -> None:
+        """Add a thread's entries to the indexes, or remove them (``add=False``)."""
+        if start is None:
+            return
+        edit = _insert if add else _remove
+        edit(self.starts, start)
+        if is_open:
+            edit(self.open_starts, start)
+        if answered is None:
+            return
+        self._index_answer(start, answered - start, edit)
+        if is_recent:
+            self._index_recent(start, answered, edit)
+
+    def _index_answer(self, start: int, latency: int, edit: Callable[[list[Any], Any], None]) -> None:
+        edit(self.answered, (start, latency))
+        if self.health_from is not None and start >= self.health_from:
+            edit(self.health_latencies, latency)
+
+    def _index_recent(self, start: int, answered: int, edit: Callable[[list[Any], Any], None]) -> None:
+        edit(self.answers, (answered, start))
+        for size, step in _WINDOW_STEPS:
+            key = (size, answered - answered % step)
+            latencies = self.window_latencies.get(key)
+            if latencies is None:
+                latencies = self.window_latencies[key] = []
+            edit(latencies, answered - start)
+            if not latencies:
+                del self.window_latencies[key]
+
+    # -- views
+
+    def latencies_in(self, size: str, window_start_ms: int) -> list[int]:
+        """Latencies (ms, in order) of the recent threads first answered in a window."""
+        return self.window_latencies.get((size, window_start_ms), [])
+
+    def unanswered_at(self, end_ms: int, horizon_ms: int) -> tuple[int, int | None]:
+        """Threads started in the ``horizon_ms`` before ``end_ms`` and not answered by then:
+        (how many, the earliest start), over the open and the recent threads."""
+        lo = end_ms - horizon_ms
+        opens = self.open_starts
+        i, j = bisect_left(opens, lo), bisect_left(opens, end_ms)
+        count = j - i
+        oldest = opens[i] if count else None
+        # answered since the end: few, unless the window is an old one
+        for _, start in self.answers[bisect_left(self.answers, (end_ms,)) :]:
+            if lo <= start < end_ms:
+                count += 1
+                if oldest is None or start < oldest:
+                    oldest = start
+        return count, oldest
+
+    def backlog(self, now_ms: int, horizon_ms: int, sla_ms: float) -> tuple[int, int | None]:
+        """Open threads started in the horizon before ``now_ms``: (how many are past the SLA,
+        the earliest start)."""
+        opens = self.open_starts
+        i = bisect_left(opens, now_ms - horizon_ms)
+        return max(0, bisect_right(opens, now_ms - sla_ms) - i), opens[i] if i < len(opens) else None
+
+    def seven_days(self, since_ms: int, now_ms: int, sla_ms: float) -> SevenDays:
+        """Threads started at or after ``since_ms`` (moves on only; an earlier one rebuilds)."""
+        self._slide_health(since_ms)
+        starts = self.starts
+        latencies = self.health_latencies
+        # eligible: answered within the SLA, or started at least the SLA ago. Every thread
+        # answered by now that started less than the SLA ago was answered within it.
+        older = max(0, bisect_right(starts, now_ms - sla_ms) - bisect_left(starts, since_ms))
+        younger_from = max(since_ms, math.floor(now_ms - sla_ms) + 1)
+        younger_answered = len(self.answered) - bisect_left(self.answered, (younger_from,))
+        return SevenDays(
+            started=len(starts) - bisect_left(starts, since_ms),
+            latencies_ms=latencies,
+            within_sla=bisect_right(latencies, sla_ms),
+            eligible=older + younger_answered,
+        )
+
+    def _slide_health(self, since_ms: int) -> None:
+        answered = self.answered
+        if self.health_from is None or since_ms < self.health_from:
+            self.health_latencies = sorted(lat for _, lat in answered[bisect_left(answered, (since_ms,)) :])
+        else:
+            gone = answered[bisect_left(answered, (self.health_from,)) : bisect_left(answered, (since_ms,))]
+            for _, lat in gone:
+                _remove(self.health_latencies, lat)
+        self.health_from = since_ms
+
+    def next_start_crossing(self, now_ms: int, offsets: Iterable[int]) -> int | None:
+        """The earliest ``start + offset`` after ``now_ms``, over every start and offset."""
+        starts = self.starts
+        due: int | None = None
+        for offset in offsets:
+            i = bisect_right(starts, now_ms - offset)
+            if i < len(starts) and (due is None or starts[i] + offset < due):
+                due = starts[i] + offset
+        return due
 
     def prune_changes_window_view(self, answered_before_ms: int, open_before_ms: int) -> bool:
-        """Whether ``prune`` with these cutoffs would change ``window_view()``."""
-        threads = self.threads
-        for tid in self.open:
-            if (threads[tid].start_ms or 0) < open_before_ms:
-                return True
-        for tid in self.recent:
-            at = threads[tid].answered_at()
-            if at is not None and at < answered_before_ms:
-                return True
-        return False
+        """Whether ``prune`` with these cutoffs would forget a thread a window row sees."""
+        return bool(
+            (self.open_starts and self.open_starts[0] < open_before_ms)
+            or (self.answers and self.answers[0][0] < answered_before_ms)
+        )
+
+    # -- pruning
 
     def prune(
         self,
@@ -261,60 +366,95 @@ class ThreadBook:
         for tid in self.open:
             if (self.threads[tid].start_ms or 0) < open_before_ms:
                 drop.append(tid)
-        settle: list[str] = []
+        # answered threads that leave "recent" stay for the 7 d views only, as (start, answered):
+        # they keep their entries in ``starts`` and ``answered``
         for tid in list(self.recent):
-            at = self.threads[tid].answered_at()
-            if at is not None and at < answered_before_ms:
-                self.recent.discard(tid)
-                settle.append(tid)
-        # answered threads that left "recent" stay for the 7 d views only, as (start, answered)
-        for tid in settle:
             t = self.threads[tid]
             at = t.answered_at()
-            if t.start_ms is not None and at is not None:
+            if at is not None and at < answered_before_ms and t.start_ms is not None:
+                self._index_recent(t.start_ms, at, _remove)
+                self.recent.discard(tid)
                 self.settled.setdefault(_day(t.start_ms), []).append((t.start_ms, at))
-            drop.append(tid)
+                del self.threads[tid]
+                self._forget(tid, t)
         for old_day in [d for d in self.settled if d + _DAY_MS <= started_before_ms]:
-            del self.settled[old_day]
+            for start, at in self.settled.pop(old_day):
+                _remove(self.starts, start)
+                self._index_answer(start, at - start, _remove)
         # (threads restored answered but not recent, from states written before "settled")
         for old_day in [d for d in self.by_day if d + _DAY_MS <= started_before_ms]:
             for tid in self.by_day[old_day]:
                 t = self.threads[tid]
                 if (t.start_ms or 0) < started_before_ms and tid not in self.open and tid not in self.recent:
                     drop.append(tid)
-        if drop:
-            self._day_views.clear()
         for tid in set(drop):
             t = self.threads.pop(tid)
-            self.open.discard(tid)
-            self.recent.discard(tid)
-            self.orphans.discard(tid)
-            if t.start_ms is not None:
-                ids = self.by_day.get(_day(t.start_ms))
-                if ids is not None:
-                    ids.discard(tid)
-                    if not ids:
-                        del self.by_day[_day(t.start_ms)]
+            self._index(t.start_ms, t.answered_at(), tid in self.open, tid in self.recent, add=False)
+            self._forget(tid, t)
+
+    def _forget(self, tid: str, t: Thread) -> None:
+        """Drop a thread no longer in ``threads`` from the sets."""
+        self.open.discard(tid)
+        self.recent.discard(tid)
+        self.orphans.discard(tid)
+        if t.start_ms is not None:
+            ids = self.by_day.get(_day(t.start_ms))
+            if ids is not None:
+                ids.discard(tid)
+                if not ids:
+                    del self.by_day[_day(t.start_ms)]
 
     @classmethod
-    def rebuild(cls, threads: dict[str, Thread], recent_since_ms: int) -> ThreadBook:
+    def rebuild(
+        cls, threads: dict[str, Thread], recent_since_ms: int, settled: dict[int, list[tuple[int, int]]]
+    ) -> ThreadBook:
         book = cls()
         book.threads = threads
+        book.settled = settled
         for tid, t in threads.items():
             if t.start_ms is None or t.held:
                 book.orphans.add(tid)
             if t.start_ms is None:
                 continue
             book.by_day.setdefault(_day(t.start_ms), set()).add(tid)
+            book.starts.append(t.start_ms)
             at = t.answered_at()
             if at is None:
                 book.open.add(tid)
-            elif at >= recent_since_ms:
+                book.open_starts.append(t.start_ms)
+                continue
+            book.answered.append((t.start_ms, at - t.start_ms))
+            if at >= recent_since_ms:
                 book.recent.add(tid)
+                book.answers.append((at, t.start_ms))
+                for size, step in _WINDOW_STEPS:
+                    book.window_latencies.setdefault((size, at - at % step), []).append(at - t.start_ms)
+        for pairs in settled.values():
+            for start, at in pairs:
+                book.starts.append(start)
+                book.answered.append((start, at - start))
+        book.starts.sort()
+        book.open_starts.sort()
+        book.answers.sort()
+        book.answered.sort()
+        for latencies in book.window_latencies.values():
+            latencies.sort()
         return book
 
 
-_DAY_MS = 86_400_000
+def _insert(index: list[Any], value: Any) -> None:
+    insort(index, value)
+
+
+def _remove(index: list[Any], value: Any) -> None:
+    i = bisect_left(index, value)
+    if i == len(index) or index[i] != value:
+        raise ValueError(f"thread index out of step: {value!r} is not in it")
+    del index[i]
+
+
+_DAY_MS = DAY_MS
+_WINDOW_STEPS = tuple(SIZE_MS.items())  # the windows rows are emitted for
 
 
 def _day(ms: int) -> int:

@@ -103,9 +103,10 @@ def decode(data: bytes, policy: CommunityPolicy) -> CommunityEngine:
     now = engine.clock.now
     # "recent" must be a superset of what the engine's pruning keeps (see engine._prune)
     recent_since = (now - 2 * config.max_lateness_ms - 2 * DAY_MS) if now is not None else 0
-    engine.threads = ThreadBook.rebuild(threads, recent_since)
-    for day, flat in doc.get("settled", []):  # absent from states written before it existed
-        engine.threads.settled[day] = [(flat[i], flat[i] + flat[i + 1]) for i in range(0, len(flat), 2)]
+    settled = {  # absent from states written before it existed
+        day: [(flat[i], flat[i] + flat[i + 1]) for i in range(0, len(flat), 2)] for day, flat in doc.get("settled", [])
+    }
+    engine.threads = ThreadBook.rebuild(threads, recent_since, settled)
     for size, key in (("1h", "hours"), ("1d", "days")):
         for plain in doc[key]:
             b = Bucket.from_plain(plain)
