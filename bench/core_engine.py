@@ -13,7 +13,8 @@ shared machine). ``--busy``: a synthetic busy channel (10,000 events/day for 8 d
     .venv/bin/python bench/core_engine.py --steady 20 [--minutes 60]
 
 ``--steady RATE``: one community receiving RATE events/s (event time = arrival), flushed every
-10 events; prints its state size and to_state() time after 1, 5, 15 minutes and at the end.
+10 events; prints its apply + advance time per event over each stretch, and its state size and
+to_state() time, after 1, 5, 15 minutes and at the end.
 The worker writes a community's whole state at each save of its partition (every 5 s under
 traffic), so this is what a steady rate costs once the state has grown.
 """
@@ -154,14 +155,20 @@ def steady(rate: int, minutes: float, report: Report) -> None:
     engine = CommunityEngine("steady", "slack", "T1", windows_config=WORKER_MODE)
     total = int(minutes * 60 * rate)
     checkpoints = {m * 60 * rate for m in (1, 5, 15) if m * 60 * rate < total} | {total}
+    # apply + advance CPU time since the previous checkpoint (event building excluded)
+    engine_s, stretch_from = 0.0, 0
     for n in range(1, total + 1):
         at = t0 + n * 1000 // rate
         thread = f"t{n}" if n % 10 == 0 else f"t{n - n % 10 - 10 * rnd.randrange(3)}"
         event = _slack_post("steady", n, n % 10 == 0, thread, f"u{rnd.randrange(500)}", at)
+        t = time.process_time()
         engine.apply(event, at)
         if n % 10 == 0:
             engine.advance(at)
+        engine_s += time.process_time() - t
         if n in checkpoints:
+            per_event_us = engine_s / (n - stretch_from) * 1e6
+            engine_s, stretch_from = 0.0, n
             t = time.process_time()
             state = engine.to_state()
             for _ in range(4):
@@ -169,10 +176,12 @@ def steady(rate: int, minutes: float, report: Report) -> None:
             to_state_ms = (time.process_time() - t) / 5 * 1000
             label = f"{n // rate // 60} min"
             print(
-                f"steady {rate}/s after {label}: state {len(state) / 1024:,.0f} KiB, to_state {to_state_ms:.1f} ms; "
+                f"steady {rate}/s after {label}: apply+advance {per_event_us:.0f} µs/event since the last line; "
+                f"state {len(state) / 1024:,.0f} KiB, to_state {to_state_ms:.1f} ms; "
                 f"event ids kept {len(engine.dedupe):,}, threads kept {len(engine.threads):,}",
                 flush=True,
             )
+            report.add(Figure(f"steady {rate}/s up to {label}: engine per event", per_event_us, "µs"))
             report.add(Figure(f"steady {rate}/s after {label}: state size", len(state) / 1024, "KiB"))
             report.add(Figure(f"steady {rate}/s after {label}: to_state", to_state_ms, "ms"))
     report.notes.append(f"steady: one synthetic community at {rate} events/s for {minutes:g} min, 500 members")

@@ -563,7 +563,7 @@ class CommunityEngine:
         if now is None:
             return False
         cut = self._thread_cutoffs(window_start(now, "1h"))  # as _prune computes them
-        return self.threads.prune_changes_window_view(cut["answered_before_ms"], cut["open_before_ms"])
+        return self.threads.prune_forgets_row_threads(cut["answered_before_ms"], cut["open_before_ms"])
 
     def _prune(self) -> None:
         """Forget what neither max_lateness nor the rolling views can need (once per hour)."""

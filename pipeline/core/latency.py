@@ -332,7 +332,7 @@ class ThreadBook:
                 due = starts[i] + offset
         return due
 
-    def prune_changes_window_view(self, answered_before_ms: int, open_before_ms: int) -> bool:
+    def prune_forgets_row_threads(self, answered_before_ms: int, open_before_ms: int) -> bool:
         """Whether ``prune`` with these cutoffs would forget a thread a window row sees."""
         return bool(
             (self.open_starts and self.open_starts[0] < open_before_ms)
