@@ -569,6 +569,11 @@ def _print_level(r: dict[str, Any]) -> None:
               f"max {m['max_ms']:7.0f} ms  timed out {m['timed_out']}", file=sys.stderr, flush=True)
 
 
+def _ms(value: float | None) -> str:
+    """A figure in whole units for the printed summary (the JSON keeps full precision)."""
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def report(result: dict[str, Any], args: argparse.Namespace, command: str) -> figures.Report:
     levels = result["levels"]
     idle = levels[0]
@@ -608,8 +613,8 @@ def report(result: dict[str, Any], args: argparse.Namespace, command: str) -> fi
         name = "idle" if not lv["rate"] else f"{lv['rate']:.0f}/s"
         rep.notes.append(
             f"{name}: load {lv['load_average']}, CPU cores {lv['cpu_cores']}, samples {f['samples']}, "
-            f"metrics p50/p99 {f['metrics']['p50_ms']}/{f['metrics']['p99_ms']} ms, "
-            f"ClickHouse p50/p99 {f['clickhouse']['p50_ms']}/{f['clickhouse']['p99_ms']} ms"
+            f"metrics p50/p99 {_ms(f['metrics']['p50_ms'])}/{_ms(f['metrics']['p99_ms'])} ms, "
+            f"ClickHouse p50/p99 {_ms(f['clickhouse']['p50_ms'])}/{_ms(f['clickhouse']['p99_ms'])} ms"
             + (f", sustained {lv['sustained']}, lag {lv['max_backlog_last_10s']:.0f}" if lv["rate"] else "")
         )
     rep.notes.append(f"/metrics scrape median {result['scrape_ms_median']:.1f} ms every {args.metrics_poll} s; "
@@ -660,7 +665,7 @@ def main(args: argparse.Namespace) -> int:
     rep = report(result, args, command.replace(f" --json {args.json}", "") if args.json else command)
     print("\nend-to-end freshness (gateway 2xx -> visible)")
     for f in rep.figures:
-        base = f" (baseline {f.baseline}: {f.baseline_value})" if f.baseline else ""
+        base = f" (baseline {f.baseline}: {_ms(f.baseline_value)})" if f.baseline else ""
         met = "" if f.met is None else ("  target met" if f.met else "  target MISSED")
         print(f"  {f.name:<55} {f.value:>10,.1f} {f.unit}{base}{met}")
     for note in rep.notes:
