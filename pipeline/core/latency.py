@@ -240,7 +240,7 @@ class ThreadBook:
         """Add a thread's entries to the indexes, or remove them (``add=False``)."""
         if start is None:
             return
-        edit = _insert if add else _remove
+        edit: Callable[[list[Any], Any], None] = insort if add else _remove
         edit(self.starts, start)
         if is_open:
             edit(self.open_starts, start)
@@ -440,10 +440,6 @@ class ThreadBook:
         for latencies in book.window_latencies.values():
             latencies.sort()
         return book
-
-
-def _insert(index: list[Any], value: Any) -> None:
-    insort(index, value)
 
 
 def _remove(index: list[Any], value: Any) -> None:
