@@ -22,7 +22,7 @@ Usage::
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -252,11 +252,21 @@ class WorkerMetrics:
         self.communities = CommunityGauges(registry, max_communities)
         self._registry = registry
 
-    def exposition(self) -> bytes:
+    def exposition(self, names: Collection[str] | None = None) -> bytes:
         """The /metrics page: the same text as ``generate_latest(registry)``, with the
         per-community series (tens of thousands at the default cap) rendered once per update
         by ``CommunityGauges.exposition`` instead of on every scrape by prometheus-client
-        (about 1 s for 2,000 communities, on the worker's event loop)."""
+        (about 1 s for 2,000 communities, on the worker's event loop).
+
+        ``names``: only these series (Prometheus' ``name[]`` parameter, as prometheus-client's
+        own handlers read it), for a client that polls a few of them often.
+        """
+        if names is not None:
+            wanted = set(names)
+            own = self.communities.family_names
+            rest = wanted - own
+            text = generate_latest(self._registry.restricted_registry(rest)) if rest else b""
+            return text + self.communities.exposition(wanted & own)
         others = _RegistryWithout(self._registry, self.communities)
         if others.collectors is None:
             return generate_latest(self._registry)
@@ -372,37 +382,52 @@ COMMUNITY_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def community_samples(snap: HealthSnapshot) -> list[Sample]:
-    """Every per-community series of one snapshot. Unknown values are left out, not NaN."""
+_Series = list[tuple[tuple[tuple[str, str], ...], float]]  # (extra labels, value) of one family
 
-    def s(metric: str, value: float, **labels: str) -> Sample:
-        return Sample(metric, tuple(labels.items()), float(value))
+# metric -> its series of one snapshot; unknown values are left out, not NaN
+_COMMUNITY_SERIES: dict[str, Callable[[HealthSnapshot], _Series]] = {
+    "pulse_community_info": lambda s: [((("space_id", s.space_id), ("community_type", s.community_type)), 1)],
+    "pulse_community_state": lambda s: [((("state", st),), st == s.state) for st in STATES],
+    "pulse_community_flag": lambda s: [((("flag", f),), f in s.flags) for f in FLAGS],
+    "pulse_community_responsiveness": lambda s: [
+        ((("responsiveness", r),), r == s.responsiveness) for r in RESPONSIVENESS
+    ],
+    "pulse_community_posts": lambda s: [
+        ((("range", "1h"),), s.posts_1h),
+        ((("range", "24h"),), s.posts_24h),
+        ((("range", "7d"),), s.posts_7d),
+        ((("range", "28d"),), s.posts_28d),
+    ],
+    "pulse_community_baseline_posts_per_week": lambda s: [((), s.baseline_posts_per_week)],
+    "pulse_community_active_members": lambda s: [((("range", "7d"),), s.active_members_7d)],
+    "pulse_community_top1_share": lambda s: [((("range", "28d"),), s.top1_share_28d)],
+    "pulse_community_threads_started": lambda s: [((("range", "7d"),), s.threads_started_7d)],
+    "pulse_community_unanswered_threads": lambda s: [((), s.unanswered_threads)],
+    "pulse_community_stream_time_seconds": lambda s: [((), s.stream_time.timestamp())],
+    "pulse_community_first_response_p50_seconds": lambda s: (
+        [] if s.first_response_p50_7d_s is None else [((("range", "7d"),), s.first_response_p50_7d_s)]
+    ),
+    "pulse_community_answered_within_sla_ratio": lambda s: (
+        [] if s.answered_within_sla_7d is None else [((("range", "7d"),), s.answered_within_sla_7d)]
+    ),
+    "pulse_community_oldest_unanswered_age_seconds": lambda s: (
+        [] if s.oldest_unanswered_age_s is None else [((), s.oldest_unanswered_age_s)]
+    ),
+    "pulse_community_last_post_timestamp_seconds": lambda s: (
+        [] if s.last_post_at is None else [((), s.last_post_at.timestamp())]
+    ),
+}
 
-    out = [
-        s("pulse_community_info", 1, space_id=snap.space_id, community_type=snap.community_type),
-        *(s("pulse_community_state", state == snap.state, state=state) for state in STATES),
-        *(s("pulse_community_flag", flag in snap.flags, flag=flag) for flag in FLAGS),
-        *(s("pulse_community_responsiveness", r == snap.responsiveness, responsiveness=r) for r in RESPONSIVENESS),
-        s("pulse_community_posts", snap.posts_1h, range="1h"),
-        s("pulse_community_posts", snap.posts_24h, range="24h"),
-        s("pulse_community_posts", snap.posts_7d, range="7d"),
-        s("pulse_community_posts", snap.posts_28d, range="28d"),
-        s("pulse_community_baseline_posts_per_week", snap.baseline_posts_per_week),
-        s("pulse_community_active_members", snap.active_members_7d, range="7d"),
-        s("pulse_community_top1_share", snap.top1_share_28d, range="28d"),
-        s("pulse_community_threads_started", snap.threads_started_7d, range="7d"),
-        s("pulse_community_unanswered_threads", snap.unanswered_threads),
-        s("pulse_community_stream_time_seconds", snap.stream_time.timestamp()),
+
+def community_samples(snap: HealthSnapshot, families: Container[str] | None = None) -> list[Sample]:
+    """Every per-community series of one snapshot (``families``: of those only, and only those
+    are computed). Unknown values are left out, not NaN."""
+    return [
+        Sample(metric, labels, float(value))
+        for metric, series in _COMMUNITY_SERIES.items()
+        if families is None or metric in families
+        for labels, value in series(snap)
     ]
-    if snap.first_response_p50_7d_s is not None:
-        out.append(s("pulse_community_first_response_p50_seconds", snap.first_response_p50_7d_s, range="7d"))
-    if snap.answered_within_sla_7d is not None:
-        out.append(s("pulse_community_answered_within_sla_ratio", snap.answered_within_sla_7d, range="7d"))
-    if snap.oldest_unanswered_age_s is not None:
-        out.append(s("pulse_community_oldest_unanswered_age_seconds", snap.oldest_unanswered_age_s))
-    if snap.last_post_at is not None:
-        out.append(s("pulse_community_last_post_timestamp_seconds", snap.last_post_at.timestamp()))
-    return out
 
 
 @dataclass(frozen=True)
@@ -445,6 +470,7 @@ class CommunityGauges(Collector):
         self._view = community_view((), cap)
         self._rendered: tuple[CommunityView, bytes] | None = None
         self._lines: dict[CommunityKey, tuple[HealthSnapshot, _Lines]] = {}
+        self.family_names = frozenset(m.name for m in self.describe())
         if registry is not None:
             registry.register(self)
 
@@ -467,9 +493,19 @@ class CommunityGauges(Collector):
             view = self._view
         return list(self._families(view))
 
-    def exposition(self) -> bytes:
+    def exposition(self, names: Collection[str] | None = None) -> bytes:
         """This collector's part of /metrics in the text format, byte for byte what
-        ``generate_latest`` makes of ``collect()``; rendered once per ``update``."""
+        ``generate_latest`` makes of ``collect()``; rendered once per ``update``.
+
+        ``names``: only these families, as a registry restricted to them writes them (a family
+        left without samples is left out); rendered at each call, reusing the lines of
+        communities unchanged since the full page was rendered.
+        """
+        if names is not None:
+            with self._lock:
+                view = self._view
+                counts = [m for m in self._counts(view) if m.name in names and m.samples]
+                return generate_latest(_Families(counts)) + _render_communities(view.exported, self._lines, names)
         with self._lock:
             view, rendered = self._view, self._rendered
         if rendered is not None and rendered[0] is view:
@@ -538,10 +574,10 @@ def _label_value(value: str) -> str:
 _Lines = list[tuple[str, str]]  # (family, line) of one community
 
 
-def _community_lines(snap: HealthSnapshot) -> _Lines:
+def _community_lines(snap: HealthSnapshot, families: Container[str] | None = None) -> _Lines:
     base = (("community_id", _label_value(snap.community_id)), ("platform", _label_value(snap.platform)))
     out: _Lines = []
-    for sample in community_samples(snap):
+    for sample in community_samples(snap, families):
         # prometheus-client writes labels sorted by name
         labels = sorted((*base, *((k, _label_value(v)) for k, v in sample.labels)))
         text = ",".join(f'{k}="{v}"' for k, v in labels)
@@ -550,25 +586,32 @@ def _community_lines(snap: HealthSnapshot) -> _Lines:
 
 
 def _render_communities(
-    snapshots: Sequence[HealthSnapshot], cache: dict[CommunityKey, tuple[HealthSnapshot, _Lines]]
+    snapshots: Sequence[HealthSnapshot],
+    cache: dict[CommunityKey, tuple[HealthSnapshot, _Lines]],
+    families: Container[str] | None = None,
 ) -> bytes:
     """The per-community gauge families in the text format, without building prometheus-client
     samples. A community whose snapshot is the same object as last time reuses its lines (the
     worker hands over the same snapshot until something in it changed); ``cache`` is replaced
-    by the lines of exactly these snapshots."""
+    by the lines of exactly these snapshots. With ``families``: only those, and only families
+    with samples (as a restricted registry writes them); ``cache`` is then only read."""
     lines: dict[str, list[str]] = {name: [] for name in COMMUNITY_FAMILIES}
     fresh: dict[CommunityKey, tuple[HealthSnapshot, _Lines]] = {}
     for snap in snapshots:
         key = community_key(snap)
         held = cache.get(key)
-        mine = held[1] if held is not None and held[0] is snap else _community_lines(snap)
-        fresh[key] = (snap, mine)
+        mine = held[1] if held is not None and held[0] is snap else _community_lines(snap, families)
+        if families is None:
+            fresh[key] = (snap, mine)
         for family, line in mine:
             lines[family].append(line)
-    cache.clear()
-    cache.update(fresh)
+    if families is None:
+        cache.clear()
+        cache.update(fresh)
     out: list[str] = []
     for name, (help_text, _) in COMMUNITY_FAMILIES.items():
+        if families is not None and (name not in families or not lines[name]):
+            continue
         escaped = help_text.replace("\\", "\\\\").replace("\n", "\\n")
         out.append(f"# HELP {name} {escaped}\n# TYPE {name} gauge\n")
         out.extend(lines[name])

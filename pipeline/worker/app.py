@@ -340,7 +340,9 @@ class PulseWorker:
             # at scrape time, as a collector would: a flush shows at the next scrape, not
             # only at the next export tick (that wait was most of /metrics' freshness)
             self._refresh_community_gauges()
-            return web.bytes(self.metrics.exposition(), content_type="text/plain; version=0.0.4")
+            # ?name[]=...: only those series (Prometheus' parameter), for a client polling a few
+            names = request.rel_url.query.getall("name[]", None)
+            return web.bytes(self.metrics.exposition(names), content_type="text/plain; version=0.0.4")
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:

@@ -158,6 +158,9 @@ def test_samples_are_one_hot_and_use_known_families(s: HealthSnapshot) -> None:
     assert state == {st_: float(st_ == s.state) for st_ in STATES}
     flags = {dict(x.labels)["flag"]: x.value for x in samples if x.metric == "pulse_community_flag"}
     assert flags == {f: float(f in s.flags) for f in FLAGS}
+    # asking for some families computes exactly their samples
+    for some in ({"pulse_community_posts"}, {"pulse_community_state", "pulse_community_flag"}, set(), {"other"}):
+        assert community_samples(s, some) == [x for x in samples if x.metric in some]
 
 
 def test_unknown_values_are_absent_not_nan() -> None:
@@ -341,5 +344,16 @@ def test_prerendered_community_series_are_what_prometheus_client_writes(
     changed = [s.model_copy(update={"posts_7d": s.posts_7d + 7, "state": "dead"}) for s in snaps[:1]]
     for update in (snaps[:1], changed + snaps[1:], snaps):
         w.communities.update(update)
+        # (before the full page: changed communities have no cached lines yet)
+        # ?name[]=...: what prometheus-client's own handlers write for a registry restricted to them
+        for names in (
+            {"pulse_community_posts"},
+            {"pulse_community_posts", "pulse_worker_events_processed_total", "pulse_communities"},
+            {"pulse_community_first_response_p50_seconds", "pulse_community_last_post_timestamp_seconds"},
+            {"pulse_worker_duplicates_total"},
+            {"no_such_metric"},
+        ):
+            restricted = generate_latest(registry.restricted_registry(names))
+            assert sorted(w.exposition(names).splitlines()) == sorted(restricted.splitlines())
         assert w.communities.exposition() == generate_latest(Only())
         assert sorted(w.exposition().splitlines()) == sorted(generate_latest(registry).splitlines())

@@ -142,6 +142,13 @@ def test_worker_matches_the_engine_and_dedupes_redeliveries(
     _assert_same(got, expected)
     metrics = httpx.get(worker.url("/metrics"), timeout=5).text
     assert f"pulse_worker_duplicates_total {float(len(retried))}" in metrics
+    # ?name[]=...: only those series, as on the full page
+    only = httpx.get(worker.url("/metrics"), params={"name[]": "pulse_worker_duplicates_total"}, timeout=5).text
+    assert only.splitlines() == [line for line in metrics.splitlines() if "pulse_worker_duplicates_total" in line]
+    posts = httpx.get(worker.url("/metrics"), params={"name[]": "pulse_community_posts"}, timeout=5).text
+    samples = [line for line in posts.splitlines() if not line.startswith("#")]
+    assert samples and all(line.startswith("pulse_community_posts{") for line in samples)
+    assert len(samples) == sum(1 for line in metrics.splitlines() if line.startswith("pulse_community_posts{"))
 
 
 def test_sigkill_mid_stream_then_restart_gives_the_same_final_results(
