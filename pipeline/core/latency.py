@@ -129,6 +129,9 @@ def percentile_of_sorted(ordered: Sequence[float], q: float, scale: float = 1.0)
     return low + (ordered[hi] / scale - low) * (pos - lo)
 
 
+_Edit = Callable[[list[Any], Any], None]  # insort, or _remove
+
+
 @dataclass(frozen=True, slots=True)
 class SevenDays:
     """The thread figures of a 7 d health view (threads started since its start)."""
@@ -240,7 +243,7 @@ class ThreadBook:
         """Add a thread's entries to the indexes, or remove them (``add=False``)."""
         if start is None:
             return
-        edit: Callable[[list[Any], Any], None] = insort if add else _remove
+        edit: _Edit = insort if add else _remove
         edit(self.starts, start)
         if is_open:
             edit(self.open_starts, start)
@@ -250,12 +253,12 @@ class ThreadBook:
         if is_recent:
             self._index_recent(start, answered, edit)
 
-    def _index_answer(self, start: int, latency: int, edit: Callable[[list[Any], Any], None]) -> None:
+    def _index_answer(self, start: int, latency: int, edit: _Edit) -> None:
         edit(self.answered, (start, latency))
         if self.health_from is not None and start >= self.health_from:
             edit(self.health_latencies, latency)
 
-    def _index_recent(self, start: int, answered: int, edit: Callable[[list[Any], Any], None]) -> None:
+    def _index_recent(self, start: int, answered: int, edit: _Edit) -> None:
         edit(self.answers, (answered, start))
         for size, step in _WINDOW_STEPS:
             key = (size, answered - answered % step)
