@@ -151,7 +151,8 @@ class ThreadBook:
     threads holding replies (``Thread.held``: the start unknown, or replies too far
     before it); ``recent``: threads whose first response is recent enough that a
     window that can still be emitted may need it (pruned with the book); ``by_day``:
-    thread ids by the UTC day of their start. ``settled``: answered threads no window
+    thread ids by the UTC day of their start (pruning finds old days' threads by it).
+    ``settled``: answered threads no window
     row can need any more, kept as (start, answered) for the 7 d health views only.
 
     Sorted indexes, so that a window row or a health evaluation costs a few binary
@@ -380,12 +381,12 @@ class ThreadBook:
                 self.settled.setdefault(_day(t.start_ms), []).append((t.start_ms, at))
                 del self.threads[tid]
                 self._forget(tid, t)
-        for old_day in [d for d in self.settled if d + _DAY_MS <= started_before_ms]:
+        for old_day in [d for d in self.settled if d + DAY_MS <= started_before_ms]:
             for start, at in self.settled.pop(old_day):
                 _remove(self.starts, start)
                 self._index_answer(start, at - start, _remove)
         # (threads restored answered but not recent, from states written before "settled")
-        for old_day in [d for d in self.by_day if d + _DAY_MS <= started_before_ms]:
+        for old_day in [d for d in self.by_day if d + DAY_MS <= started_before_ms]:
             for tid in self.by_day[old_day]:
                 t = self.threads[tid]
                 if (t.start_ms or 0) < started_before_ms and tid not in self.open and tid not in self.recent:
@@ -452,9 +453,8 @@ def _remove(index: list[Any], value: Any) -> None:
     del index[i]
 
 
-_DAY_MS = DAY_MS
 _WINDOW_STEPS = tuple(SIZE_MS.items())  # the windows rows are emitted for
 
 
 def _day(ms: int) -> int:
-    return ms - ms % _DAY_MS
+    return ms - ms % DAY_MS

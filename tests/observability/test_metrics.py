@@ -163,6 +163,14 @@ def test_samples_are_one_hot_and_use_known_families(s: HealthSnapshot) -> None:
         assert community_samples(s, some) == [x for x in samples if x.metric in some]
 
 
+def test_every_community_family_has_its_series_and_only_those() -> None:
+    # the families (help, labels) and the functions computing their series are two tables
+    full = snap("busy", p50=90.0, last_post_at=T0).model_copy(
+        update={"answered_within_sla_7d": 0.5, "oldest_unanswered_age_s": 60.0}
+    )
+    assert {x.metric for x in community_samples(full)} == set(COMMUNITY_FAMILIES)
+
+
 def test_unknown_values_are_absent_not_nan() -> None:
     names = {x.metric for x in community_samples(snap("quiet"))}
     assert "pulse_community_first_response_p50_seconds" not in names
