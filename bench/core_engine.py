@@ -17,6 +17,15 @@ shared machine). ``--busy``: a synthetic busy channel (10,000 events/day for 8 d
 to_state() time, after 1, 5, 15 minutes and at the end.
 The worker writes a community's whole state at each save of its partition (every 5 s under
 traffic), so this is what a steady rate costs once the state has grown.
+
+    .venv/bin/python bench/core_engine.py --live 1000 [--seconds 120]
+
+``--live N``: the worker's step without its I/O: 1,000 events/s in event time spread over N
+communities (weights 1/(i+1)^0.6, as bench/e2e_freshness.py sends them), through
+``Processor.handle_event``, a flush of every partition each 0.25 s (saving each 5 s) and,
+each 0.25 s, the health refresh and the ``/metrics?name[]=`` page that the e2e prober reads.
+Prints CPU time per event and outputs and saves per event: with many quiet communities
+nearly every event is flushed on its own, so this is the per-event cost of the live path.
 """
 
 from __future__ import annotations
@@ -187,6 +196,55 @@ def steady(rate: int, minutes: float, report: Report) -> None:
     report.notes.append(f"steady: one synthetic community at {rate} events/s for {minutes:g} min, 500 members")
 
 
+def live(communities: int, seconds: float, report: Report) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from pipeline import topics
+    from pipeline.communities import load_directory
+    from pipeline.metrics import WorkerMetrics
+    from pipeline.worker.processing import Processor
+
+    rate, flush_ms, save_ms = 1000, 250, 5000
+    rnd = random.Random(1)
+    weights = [1 / (i + 1) ** 0.6 for i in range(communities)]
+    t0 = int(datetime(2026, 12, 4, 12, tzinfo=UTC).timestamp() * 1000)
+    table: dict[str, bytes] = {}
+    processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS)
+    metrics = WorkerMetrics(CollectorRegistry(), max_communities=communities)
+    scraped = ["pulse_community_posts", "pulse_worker_events_processed_total"]
+    posted = [0] * communities
+    events: list[tuple[int, bytes]] = []
+    for n, c in enumerate(rnd.choices(range(communities), weights, k=int(rate * seconds))):
+        k = posted[c]
+        posted[c] += 1
+        thread = f"t{k - k % 10 - 10 * rnd.randrange(3)}" if k >= 10 else "t0"
+        at = t0 + n * 1000 // rate
+        post = _slack_post(f"c{c}", n, k % 10 == 0, f"t{k}" if k % 10 == 0 else thread, f"u{rnd.randrange(200)}", at)
+        events.append((at, post.to_json_bytes()))
+    outputs = saves = 0
+    last_flush = last_save = t0
+    start = time.process_time()
+    for at, data in events:
+        processor.handle_event(data, at)
+        if at - last_flush >= flush_ms:
+            save = at - last_save >= save_ms
+            for partition in range(topics.EVENT_PARTITIONS):
+                result = processor.flush(partition, at, save=save)
+                outputs += len(result.outputs)
+                saves += len(result.saves)
+                table.update(result.saves)
+            last_flush, last_save = at, at if save else last_save
+            metrics.communities.update(processor.current_health())
+            metrics.exposition(scraped)
+    per_event_us = (time.process_time() - start) / len(events) * 1e6
+    print(
+        f"live over {communities:,} communities, {len(events):,} events: {per_event_us:.0f} µs CPU/event; "
+        f"{outputs / len(events):.2f} outputs and {saves / len(events):.2f} state saves per event"
+    )
+    report.add(Figure(f"live path, {communities:,} communities: CPU per event", per_event_us, "µs"))
+    report.notes.append(f"live: {seconds:g} s of 1,000 events/s over {communities:,} communities")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("communities", nargs="*", default=["math", "052012-literature"])
@@ -196,9 +254,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--days", type=int, default=8)
     parser.add_argument("--steady", type=int, metavar="RATE", help="only one community at RATE events/s")
     parser.add_argument("--minutes", type=float, default=60.0, help="how long --steady runs (event time)")
+    parser.add_argument("--live", type=int, metavar="N", help="only the live path over N communities")
+    parser.add_argument("--seconds", type=float, default=120.0, help="how long --live runs (event time)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures there (bench.figures.Report)")
     args = parser.parse_args(argv)
     report = Report("core", "bench/core_engine.py " + " ".join(argv))
+    if args.live:
+        live(args.live, args.seconds, report)
+        write(args.json, report)
+        return 0
     if args.steady:
         steady(args.steady, args.minutes, report)
         write(args.json, report)

@@ -469,7 +469,9 @@ class CommunityGauges(Collector):
         self._lock = threading.Lock()
         self._view = community_view((), cap)
         self._rendered: tuple[CommunityView, bytes] | None = None
-        self._lines: dict[CommunityKey, tuple[HealthSnapshot, _Lines]] = {}
+        # lines of each community at its last rendering, per family selection (None: the full
+        # page), so a scrape renders only the communities whose snapshot changed since the last
+        self._lines: dict[frozenset[str] | None, _LineCache] = {}
         self.family_names = frozenset(m.name for m in self.describe())
         if registry is not None:
             registry.register(self)
@@ -499,23 +501,35 @@ class CommunityGauges(Collector):
 
         ``names``: only these families, as a registry restricted to them writes them (a family
         left without samples is left out); rendered at each call, reusing the lines of
-        communities unchanged since the full page was rendered.
+        communities unchanged since the last page with the same families.
         """
         if names is not None:
-            with self._lock:
+            families = frozenset(n for n in names if n in COMMUNITY_FAMILIES)
+            with self._lock:  # the line caches are shared by concurrent scrapes
                 view = self._view
                 counts = [m for m in self._counts(view) if m.name in names and m.samples]
-                return generate_latest(_Families(counts)) + _render_communities(view.exported, self._lines, names)
+                page = generate_latest(_Families(counts))
+                if families:
+                    page += _render_communities(view.exported, self._line_cache(families), families)
+                return page
         with self._lock:
             view, rendered = self._view, self._rendered
         if rendered is not None and rendered[0] is view:
             return rendered[1]
-        with self._lock:  # the line cache is shared by concurrent scrapes
+        with self._lock:
             text = generate_latest(_Families(list(self._counts(view)))) + _render_communities(
-                view.exported, self._lines
+                view.exported, self._line_cache(None)
             )
             self._rendered = (view, text)
         return text
+
+    def _line_cache(self, families: frozenset[str] | None) -> _LineCache:
+        cache = self._lines.get(families)
+        if cache is None:
+            if len(self._lines) >= _LINE_CACHES:  # forget the selection seen first
+                del self._lines[next(iter(self._lines))]
+            cache = self._lines[families] = {}
+        return cache
 
     def _families(self, view: CommunityView) -> Iterator[Metric]:
         yield from self._counts(view)
@@ -572,6 +586,9 @@ def _label_value(value: str) -> str:
 
 
 _Lines = list[tuple[str, str]]  # (family, line) of one community
+_LineCache = dict[CommunityKey, tuple[HealthSnapshot, _Lines]]
+# family selections whose lines are kept: the full page, Prometheus' own scrapes and a few more
+_LINE_CACHES = 4
 
 
 def _community_lines(snap: HealthSnapshot, families: Container[str] | None = None) -> _Lines:
@@ -592,22 +609,21 @@ def _render_communities(
 ) -> bytes:
     """The per-community gauge families in the text format, without building prometheus-client
     samples. A community whose snapshot is the same object as last time reuses its lines (the
-    worker hands over the same snapshot until something in it changed); ``cache`` is replaced
-    by the lines of exactly these snapshots. With ``families``: only those, and only families
-    with samples (as a restricted registry writes them); ``cache`` is then only read."""
+    worker hands over the same snapshot until something in it changed); ``cache`` (rendered
+    with the same ``families``) is replaced by the lines of exactly these snapshots. With
+    ``families``: only those, and only families with samples (as a restricted registry writes
+    them)."""
     lines: dict[str, list[str]] = {name: [] for name in COMMUNITY_FAMILIES}
-    fresh: dict[CommunityKey, tuple[HealthSnapshot, _Lines]] = {}
+    fresh: _LineCache = {}
     for snap in snapshots:
         key = community_key(snap)
         held = cache.get(key)
         mine = held[1] if held is not None and held[0] is snap else _community_lines(snap, families)
-        if families is None:
-            fresh[key] = (snap, mine)
+        fresh[key] = (snap, mine)
         for family, line in mine:
             lines[family].append(line)
-    if families is None:
-        cache.clear()
-        cache.update(fresh)
+    cache.clear()
+    cache.update(fresh)
     out: list[str] = []
     for name, (help_text, _) in COMMUNITY_FAMILIES.items():
         if families is not None and (name not in families or not lines[name]):

@@ -26,12 +26,19 @@ def digest(event_id: str) -> int:
 
 
 class Deduper:
-    __slots__ = ("_by_hour", "_seen", "max_entries")
+    __slots__ = ("_by_hour", "_packed", "_seen", "max_entries")
+    # an hour with at least this many ids keeps its encoded form: a busy community is saved
+    # every few seconds, and re-encoding its day of ids was a third of the save; small hours
+    # are cheap to encode, and keeping theirs would cost memory in many quiet communities
+    packed_from = 64
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._seen: set[int] = set()
         self._by_hour: dict[int, list[int]] = {}
+        # hour -> (ids encoded, their encoding): an hour's list only grows (or goes whole),
+        # so the same length means the same ids
+        self._packed: dict[int, tuple[int, str]] = {}
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -55,13 +62,20 @@ class Deduper:
     def _drop_hours(self, hours: Iterable[int]) -> None:
         for hour in hours:
             self._seen.difference_update(self._by_hour.pop(hour))
+            self._packed.pop(hour, None)
 
     # compact form: {hour_ms_as_str: base64 of packed 8-byte digests}
     def to_plain(self) -> dict[str, str]:
-        return {
-            str(hour): base64.b64encode(struct.pack(f">{len(ds)}Q", *ds)).decode("ascii")
-            for hour, ds in self._by_hour.items()
-        }
+        return {str(hour): self._pack(hour, ds) for hour, ds in self._by_hour.items()}
+
+    def _pack(self, hour: int, ds: list[int]) -> str:
+        held = self._packed.get(hour)
+        if held is not None and held[0] == len(ds):
+            return held[1]
+        packed = base64.b64encode(struct.pack(f">{len(ds)}Q", *ds)).decode("ascii")
+        if len(ds) >= self.packed_from:
+            self._packed[hour] = (len(ds), packed)
+        return packed
 
     @classmethod
     def from_plain(cls, max_entries: int, data: dict[str, str]) -> Deduper:
@@ -71,4 +85,6 @@ class Deduper:
             ds = list(struct.unpack(f">{len(raw) // 8}Q", raw))
             dedupe._by_hour[int(hour)] = ds
             dedupe._seen.update(ds)
+            if len(ds) >= dedupe.packed_from:
+                dedupe._packed[int(hour)] = (len(ds), packed)
         return dedupe

@@ -82,7 +82,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.buckets import Bucket
-from pipeline.core.concentration import absence_factor, gini, top_share
+from pipeline.core.concentration import concentration
 from pipeline.core.dedupe import Deduper
 from pipeline.core.health import HealthInputs, Verdict, evaluate
 from pipeline.core.latency import Thread, ThreadBook, percentile_of_sorted
@@ -482,12 +482,14 @@ class CommunityEngine:
 
     def _row(self, size: str, b: Bucket, wall_now_ms: int) -> WindowResult:
         start, end = b.start_ms, b.start_ms + SIZE_MS[size]
-        counts = list(b.posters.values())
+        posters = b.posters
+        member = self.members.get
         new = 0
-        for actor in b.posters:
-            seen = self.members.get(actor)
+        for actor in posters:
+            seen = member(actor)
             if seen is not None and start <= seen[0] < end:
                 new += 1
+        shares = concentration(posters.values())
         # first responses that happened in the window (ms, in order); "unanswered" as of its end
         latencies = self.threads.latencies_in(size, start)
         unanswered, oldest = self.threads.unanswered_at(end, self.config.thread_horizon_ms)
@@ -508,14 +510,14 @@ class CommunityEngine:
             answers_accepted=b.accepted,
             other_events=b.other,
             posts=b.posts,
-            active_members=len(counts),
+            active_members=len(posters),
             new_members=new,
-            returning_members=len(counts) - new,
+            returning_members=len(posters) - new,
             replies_per_thread=b.replies / b.threads if b.threads else 0.0,
-            top1_share=top_share(counts, 1),
-            top3_share=top_share(counts, 3),
-            gini=gini(counts),
-            absence_factor=absence_factor(counts),
+            top1_share=shares.top1_share,
+            top3_share=shares.top3_share,
+            gini=shares.gini,
+            absence_factor=shares.absence_factor,
             first_response_p50_s=percentile_of_sorted(latencies, 0.5, 1000),
             first_response_p90_s=percentile_of_sorted(latencies, 0.9, 1000),
             threads_answered=len(latencies),

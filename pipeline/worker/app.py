@@ -268,9 +268,12 @@ class PulseWorker:
         async def request_flushes() -> None:
             # a partition with applied but unflushed events and no traffic to carry the flush:
             # such events wait one flush interval plus up to one of these, not up to two
+            # likewise a partition owing a save whose traffic stopped (or that only the tick changed)
             wall_ms = _now_ms()
-            for partition, since in list(self._pending_since.items()):
-                if wall_ms - since >= FLUSH_INTERVAL_S * 1000 and partition not in self._flush_requested:
+            owing = [p for p in self._pending_since.items() if wall_ms - p[1] >= FLUSH_INTERVAL_S * 1000]
+            owing += [p for p in self._unsaved_since.items() if self._save_due(p[0], wall_ms)]
+            for partition, _ in owing:
+                if partition not in self._flush_requested:
                     self._flush_requested.add(partition)
                     # sent in the background: a timer run that waits on a busy loop makes mode
                     # log "overlapping" (tens of times in 5 minutes at 1,000/s)
@@ -441,14 +444,17 @@ class PulseWorker:
                     tp = TP(self._topic_names[topics.EVENTS], partition)
                     if not await self._apply_after_skipped(tp, tick.catch_up_to, (), result, wall_ms, revocations):
                         return
+                # a tick shows the partition's events and saves only when a save is due (saving at
+                # every tick too doubled the saves of a busy partition); events read back from
+                # Kafka are saved at once: the consumer counts them as done
+                save = tick.catch_up_to is not None or self._save_due(partition, wall_ms)
                 if tick.advance:
                     self._adopt_partition(partition)
-                    result.add_step(self.processor.handle_tick(partition, tick.wall_ms))  # flushes and saves
-                    save = True
+                    result.add_step(self.processor.handle_tick(partition, tick.wall_ms, save=save))
+                    if not save and self.processor.owes_save(partition):
+                        # changed by the wall clock alone: a flush request saves it in time
+                        self._unsaved_since.setdefault(partition, wall_ms)
                 else:
-                    # a flush request shows the partition's events and saves only when a save is due;
-                    # events read back from Kafka are saved at once: the consumer counts them as done
-                    save = tick.catch_up_to is not None or self._save_due(partition, wall_ms)
                     result.add_step(self.processor.flush(partition, wall_ms, save=save))
                 if save:
                     done += self._take_pending(partition)

@@ -352,16 +352,17 @@ class Processor:
                 self._unsaved.add(community_id)
         return result
 
-    def handle_tick(self, partition: int, wall_ms: int) -> StepResult:
+    def handle_tick(self, partition: int, wall_ms: int, *, save: bool = True) -> StepResult:
         """Advance the partition's communities with the wall clock where something can change.
 
         Idle ones too: their engine said when a window closes or a health view moves
         (``next_due_wall_ms``), so a silent community turns dead on the first tick after
-        that, without its engine staying in memory until then.
+        that, without its engine staying in memory until then. ``save`` as for ``flush``:
+        without it, what the tick changed is saved at the partition's next saving flush.
         """
         self._unsaved.clear()
         self._evict(self.max_engines)
-        result = self.flush(partition, wall_ms)
+        result = self.flush(partition, wall_ms, save=save)
         due_now: list[str] = []
         unknown: list[str] = []
         for community_id in self._by_partition.get(partition, ()):
@@ -381,10 +382,17 @@ class Processor:
             self._due[community_id] = engine.next_due_wall_ms()
             if emissions.windows or emissions.health or emissions.first_responses:
                 result.add(emissions)
-                result.saves.append((community_id, engine.to_state()))
-                self._unsaved.add(community_id)
+                if save:
+                    result.saves.append((community_id, engine.to_state()))
+                    self._unsaved.add(community_id)
+                else:
+                    self._flushed_unsaved.setdefault(partition, set()).add(community_id)
                 self._mark_stale(community_id)
         return result
+
+    def owes_save(self, partition: int) -> bool:
+        """Whether communities of the partition changed since their state was last saved."""
+        return bool(self._flushed_unsaved.get(partition) or self._dirty.get(partition))
 
     def current_health(self) -> list[HealthSnapshot]:
         """Latest health of every known community; recomputed only where something changed."""

@@ -8,7 +8,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.core.concentration import absence_factor, gini, top_share
+from pipeline.core.concentration import absence_factor, concentration, gini, top_share
 
 counts_st = st.lists(st.integers(min_value=1, max_value=50), min_size=0, max_size=12)
 
@@ -65,3 +65,19 @@ def test_extremes() -> None:
     assert absence_factor([10]) == 1
     assert absence_factor([1, 1, 1, 1]) == 2
     assert absence_factor([]) == 0
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=300))
+def test_concentration_is_the_four_figures_exactly(xs: list[int]) -> None:
+    # exactly, not close: window rows computed by either must be the same bytes
+    got = concentration(xs)
+    assert got == (top_share(xs, 1), top_share(xs, 3), gini(xs), absence_factor(xs))
+    assert type(got.absence_factor) is int
+
+
+def test_concentration_of_nothing_and_of_one() -> None:
+    assert concentration([]) == (0.0, 0.0, 0.0, 0)
+    assert concentration([0, 0]) == (0.0, 0.0, 0.0, 0)
+    assert concentration([7]) == (1.0, 1.0, 0.0, 1)
+    assert concentration([1, 1, 1, 97]) == (0.97, 0.99, gini([1, 1, 1, 97]), 1)
+    assert concentration([1, 1, 1, 1]).absence_factor == 2  # 2 * 2 >= 4: the boundary counts

@@ -38,3 +38,38 @@ def test_round_trip_keeps_every_id(entries: list[tuple[str, int]]) -> None:
     assert len(back) == len(d)
     for event_id, _ in entries:
         assert back.seen(event_id)
+
+
+class _KeepsEveryEncoding(Deduper):
+    packed_from = 1
+
+
+class _KeepsNoEncoding(Deduper):
+    packed_from = 10**9
+
+
+_op = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 40), st.integers(0, 6 * HOUR_MS)),
+    st.tuples(st.just("prune"), st.just(0), st.integers(0, 7 * HOUR_MS)),
+    st.tuples(st.just("save"), st.just(0), st.just(0)),
+    st.tuples(st.just("restore"), st.just(0), st.just(0)),
+)
+
+
+@given(st.lists(_op, max_size=80), st.integers(1, 30))
+def test_kept_encodings_never_go_stale(ops: list[tuple[str, int, int]], cap: int) -> None:
+    # the same adds, prunes (and cap drops) and restores: a deduper that keeps every hour's
+    # encoding must save exactly what one that encodes afresh each time saves
+    keeps: Deduper = _KeepsEveryEncoding(cap)
+    fresh: Deduper = _KeepsNoEncoding(cap)
+    for op, n, at in ops:
+        if op == "add":
+            keeps.add(f"e{n}", at)
+            fresh.add(f"e{n}", at)
+        elif op == "prune":
+            keeps.prune(at)
+            fresh.prune(at)
+        elif op == "restore":
+            keeps = _KeepsEveryEncoding.from_plain(cap, keeps.to_plain())
+            fresh = _KeepsNoEncoding.from_plain(cap, fresh.to_plain())
+        assert keeps.to_plain() == fresh.to_plain()

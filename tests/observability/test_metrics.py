@@ -365,3 +365,35 @@ def test_prerendered_community_series_are_what_prometheus_client_writes(
             assert sorted(w.exposition(names).splitlines()) == sorted(restricted.splitlines())
         assert w.communities.exposition() == generate_latest(Only())
         assert sorted(w.exposition().splitlines()) == sorted(generate_latest(registry).splitlines())
+
+
+def test_a_filtered_page_renders_only_the_communities_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.metrics as metrics_module
+
+    rendered: list[str] = []
+    render = metrics_module._community_lines
+
+    def counting(s: HealthSnapshot, families: object = None) -> object:
+        rendered.append(s.community_id)
+        return render(s, families)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(metrics_module, "_community_lines", counting)
+    w = WorkerMetrics(CollectorRegistry(), max_communities=10)
+    snaps = [snap(f"c{i}", posts_7d=i) for i in range(5)]
+    posts = {"pulse_community_posts"}
+    w.communities.update(snaps)
+    first = w.exposition(posts)
+    assert sorted(rendered) == [f"c{i}" for i in range(5)]
+    rendered.clear()
+    assert w.exposition(posts) == first  # nothing changed: nothing rendered again
+    assert rendered == []
+    changed = snaps[2].model_copy(update={"posts_7d": 99})
+    w.communities.update([*snaps[:2], changed, *snaps[3:]])
+    page = w.exposition(posts)
+    assert rendered == ["c2"]
+    assert b'community_id="c2",platform="discourse",range="7d"} 99.0' in page
+    # another selection has lines of its own: rendered once, then reused too
+    rendered.clear()
+    w.exposition({"pulse_community_posts", "pulse_community_active_members"})
+    w.exposition({"pulse_community_posts", "pulse_community_active_members"})
+    assert sorted(rendered) == [f"c{i}" for i in range(5)]
