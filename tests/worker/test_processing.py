@@ -255,3 +255,33 @@ def test_health_revision_rises_exactly_when_current_health_may_differ(history: l
     gone = processor.health_revision
     processor.forget_partitions([part])
     assert processor.health_revision > gone and processor.current_health() == []
+
+
+def test_a_tick_that_does_not_save_leaves_its_changes_owed_to_the_next_saving_flush(
+    history: list[CanonicalEvent],
+) -> None:
+    table: dict[str, bytes] = {}
+    # no engine may stay resident unless it owes something
+    processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS, max_engines=0)
+    community = history[0].community_id
+    part = partition_for(community, topics.EVENT_PARTITIONS)
+    for event in history[:30]:
+        processor.handle_event(event.to_json_bytes(), WALL_MS)
+    table.update(processor.flush(part, WALL_MS).saves)
+    assert not processor.owes_save(part)
+    saved = table[community]
+    later = WALL_MS + 20 * 86_400_000  # silent for 20 days: the wall clock closes windows, health turns dead
+    ticked = processor.handle_tick(part, later, save=False)
+    assert ticked.outputs and not ticked.saves
+    assert processor.owes_save(part)
+    assert processor.resident == 1  # owing a save, the engine stays in memory
+    flushed = processor.flush(part, later + 1000)
+    assert [c for c, _ in flushed.saves] == [community] and flushed.saves[0][1] != saved
+    table.update(flushed.saves)
+    assert not processor.owes_save(part)
+    # what was saved is what the tick made: a reload shows the same health
+    shown = processor.current_health()
+    reloaded = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS)
+    reloaded.adopt([community])
+    assert reloaded.handle_tick(part, later + 1000).saves == []  # nothing due again
+    assert [h.state for h in reloaded.current_health()] == [h.state for h in shown] == ["dead"]
