@@ -147,18 +147,29 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return int(head[9:12]), body
 
 
-def render_all(rate: float, seconds: float, communities: int, seed: int, port: int) -> list[bytes]:
-    """Every delivery of a level, rendered before sending (rendering costs ~0.3 ms each).
+def render_all(rate: float, seconds: float, communities: int, seed: int, port: int) -> tuple[list[bytes], float]:
+    """Every delivery of a level, rendered before sending, and the wall time sending must start.
 
-    Event times are the deliveries' due times counted from when rendering is expected to end; if it
-    ends later, events are a few seconds old when sent, which windows take in their stride.
+    Event times (and Slack's signature times) are the deliveries' due times counted from that
+    start, which is when rendering is expected to end (timed on a sample first, with a margin):
+    the caller waits for it if rendering ends sooner. Counted from a fixed guess instead, a
+    20-minute level's events were six minutes ahead of the wall clock, and every Slack delivery
+    was refused as a replay (signed more than 5 minutes from now).
     """
     creds = credentials(json.loads(os.environ[SECRETS_ENV]))
-    live = [LiveCommunity(i, PLATFORMS[i % len(PLATFORMS)], creds, seed) for i in range(communities)]
     rng = random.Random(seed)
     weights = [1 / (i + 1) ** 0.6 for i in range(communities)]  # mildly skewed: a few busy communities
     n = int(rate * seconds)
-    start = time.time() + 2 + n * 0.0005
+    sample = [LiveCommunity(i, PLATFORMS[i % len(PLATFORMS)], creds, seed + 1) for i in range(min(communities, 50))]
+    timed = time.perf_counter()
+    for i in range(2000):  # the steps of the loop below
+        for request in sample[i % len(sample)].post(at=datetime.now(UTC)):
+            if creds.slack is not None:
+                request = resign_slack(request, creds.slack, time.time())
+            http_bytes(request, port)
+    per_delivery = (time.perf_counter() - timed) / 2000
+    live = [LiveCommunity(i, PLATFORMS[i % len(PLATFORMS)], creds, seed) for i in range(communities)]
+    start = time.time() + 2 + n * per_delivery * 1.3
     out: list[bytes] = []
     pending: deque[Request] = deque()
     while len(out) < n:
@@ -171,13 +182,14 @@ def render_all(rate: float, seconds: float, communities: int, seed: int, port: i
             # 5 minutes old (Slack's window), i.e. in any level longer than about 4 minutes
             request = resign_slack(request, creds.slack, start + len(out) / rate)
         out.append(http_bytes(request, port))
-    return out
+    return out, start
 
 
 async def load(url: str, rate: float, seconds: float, communities: int, seed: int, concurrency: int) -> dict[str, Any]:
     """Open-loop load: delivery i is due at start + i/rate; its latency counts from that moment."""
     port = int(url.rsplit(":", 1)[1])
-    work = render_all(rate, seconds, communities, seed, port)
+    work, start_at = render_all(rate, seconds, communities, seed, port)
+    await asyncio.sleep(max(0.0, start_at - time.time()))  # the time the events and signatures are for
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = asyncio.Queue()
     for _ in range(concurrency):
         pool.put_nowait(None)  # connections are opened lazily and re-opened after an error
