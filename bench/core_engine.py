@@ -13,10 +13,11 @@ shared machine). ``--busy``: a synthetic busy channel (10,000 events/day for 8 d
     .venv/bin/python bench/core_engine.py --steady 20 [--minutes 60]
 
 ``--steady RATE``: one community receiving RATE events/s (event time = arrival), flushed every
-10 events; prints its apply + advance time per event over each stretch, and its state size and
-to_state() time, after 1, 5, 15 minutes and at the end.
-The worker writes a community's whole state at each save of its partition (every 5 s under
-traffic), so this is what a steady rate costs once the state has grown.
+10 events and saved every 5 s of event time, as the worker saves a busy partition; prints its
+apply + advance time per event over each stretch, the mean ``state_writes()`` time and bytes
+(what the worker writes: changed pages and the head) over the stretch, and the whole state's
+size and to_state() time, after 1, 5, 15 minutes and at the end. Until 2026-12-05 the worker
+wrote the whole state at each save, so to_state() is what a save cost before pages.
 
     .venv/bin/python bench/core_engine.py --live 1000 [--seconds 120]
 
@@ -166,6 +167,7 @@ def steady(rate: int, minutes: float, report: Report) -> None:
     checkpoints = {m * 60 * rate for m in (1, 5, 15) if m * 60 * rate < total} | {total}
     # apply + advance CPU time since the previous checkpoint (event building excluded)
     engine_s, stretch_from = 0.0, 0
+    saves: list[tuple[float, int]] = []  # (CPU s, bytes) of each state_writes() in the stretch
     for n in range(1, total + 1):
         at = t0 + n * 1000 // rate
         thread = f"t{n}" if n % 10 == 0 else f"t{n - n % 10 - 10 * rnd.randrange(3)}"
@@ -175,6 +177,10 @@ def steady(rate: int, minutes: float, report: Report) -> None:
         if n % 10 == 0:
             engine.advance(at)
         engine_s += time.process_time() - t
+        if n % (5 * rate) == 0:
+            t = time.process_time()
+            writes = engine.state_writes()
+            saves.append((time.process_time() - t, sum(len(record or b"") for _, record in writes)))
         if n in checkpoints:
             per_event_us = engine_s / (n - stretch_from) * 1e6
             engine_s, stretch_from = 0.0, n
@@ -184,15 +190,21 @@ def steady(rate: int, minutes: float, report: Report) -> None:
                 engine.to_state()
             to_state_ms = (time.process_time() - t) / 5 * 1000
             label = f"{n // rate // 60} min"
+            save_ms = statistics.fmean(c for c, _ in saves) * 1000 if saves else 0.0
+            save_kib = statistics.fmean(b for _, b in saves) / 1024 if saves else 0.0
+            saves.clear()
             print(
                 f"steady {rate}/s after {label}: apply+advance {per_event_us:.0f} µs/event since the last line; "
-                f"state {len(state) / 1024:,.0f} KiB, to_state {to_state_ms:.1f} ms; "
+                f"a save (every 5 s) {save_ms:.2f} ms, {save_kib:,.0f} KiB; "
+                f"whole state {len(state) / 1024:,.0f} KiB, to_state {to_state_ms:.1f} ms; "
                 f"event ids kept {len(engine.dedupe):,}, threads kept {len(engine.threads):,}",
                 flush=True,
             )
             report.add(Figure(f"steady {rate}/s up to {label}: engine per event", per_event_us, "µs"))
             report.add(Figure(f"steady {rate}/s after {label}: state size", len(state) / 1024, "KiB"))
             report.add(Figure(f"steady {rate}/s after {label}: to_state", to_state_ms, "ms"))
+            report.add(Figure(f"steady {rate}/s up to {label}: a save (state_writes)", save_ms, "ms"))
+            report.add(Figure(f"steady {rate}/s up to {label}: bytes a save writes", save_kib, "KiB"))
     report.notes.append(f"steady: one synthetic community at {rate} events/s for {minutes:g} min, 500 members")
 
 
@@ -202,13 +214,13 @@ def live(communities: int, seconds: float, report: Report) -> None:
     from pipeline import topics
     from pipeline.communities import load_directory
     from pipeline.metrics import WorkerMetrics
-    from pipeline.worker.processing import Processor
+    from pipeline.worker.processing import Processor, write_saves
 
     rate, flush_ms, save_ms = 1000, 250, 5000
     rnd = random.Random(1)
     weights = [1 / (i + 1) ** 0.6 for i in range(communities)]
     t0 = int(datetime(2026, 12, 4, 12, tzinfo=UTC).timestamp() * 1000)
-    table: dict[str, bytes] = {}
+    table: dict[bytes, bytes] = {}
     processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS)
     metrics = WorkerMetrics(CollectorRegistry(), max_communities=communities)
     scraped = ["pulse_community_posts", "pulse_worker_events_processed_total"]
@@ -232,7 +244,7 @@ def live(communities: int, seconds: float, report: Report) -> None:
                 result = processor.flush(partition, at, save=save)
                 outputs += len(result.outputs)
                 saves += len(result.saves)
-                table.update(result.saves)
+                write_saves(table, result.saves)
             last_flush, last_save = at, at if save else last_save
             metrics.communities.update(processor.current_health())
             metrics.exposition(scraped)

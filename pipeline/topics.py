@@ -29,10 +29,11 @@ EVENT_PARTITIONS = 4
 CONSUMER_FETCH_WAIT_MS = 100
 MAX_BODY_BYTES = 8 * 1024 * 1024  # largest PULSE_MAX_BODY_BYTES the raw topic can hold
 RAW_MAX_BYTES = MAX_BODY_BYTES + 256 * 1024
-# largest community state the worker can write: one changelog record holds a community's whole
-# state, and Kafka's default (1 MB) was outgrown by a busy channel within minutes (24 h of event
-# ids alone reach 2 MB at the dedupe cap). Set on the changelog topic when the worker creates it
-# and on the worker's producer; a changelog created before needs it too (docs/scaling.md)
+# largest state record the worker can write: a community's head record (pipeline.core.state)
+# holds all of a quiet community's state, and a busy one's members, buckets and settled threads.
+# Before pages, one record held the whole state, and Kafka's default (1 MB) was outgrown by a
+# busy channel within minutes. Set on the changelog topic when the worker creates it and on the
+# worker's producer; a changelog created before needs it too (docs/scaling.md)
 STATE_MAX_BYTES = 32 * 1024 * 1024
 STATE_RECORD_MAX_BYTES = STATE_MAX_BYTES + 64 * 1024  # key, headers and batch overhead
 

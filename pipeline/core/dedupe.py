@@ -26,7 +26,7 @@ def digest(event_id: str) -> int:
 
 
 class Deduper:
-    __slots__ = ("_by_hour", "_packed", "_seen", "max_entries")
+    __slots__ = ("_packed", "_seen", "by_hour", "max_entries")
     # an hour with at least this many ids keeps its encoded form: a busy community is saved
     # every few seconds, and re-encoding its day of ids was a third of the save; small hours
     # are cheap to encode, and keeping theirs would cost memory in many quiet communities
@@ -35,7 +35,7 @@ class Deduper:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._seen: set[int] = set()
-        self._by_hour: dict[int, list[int]] = {}
+        self.by_hour: dict[int, list[int]] = {}
         # hour -> (ids encoded, their encoding): an hour's list only grows (or goes whole),
         # so the same length means the same ids
         self._packed: dict[int, tuple[int, str]] = {}
@@ -51,24 +51,24 @@ class Deduper:
         if d in self._seen:
             return
         self._seen.add(d)
-        self._by_hour.setdefault(occurred_ms - occurred_ms % HOUR_MS, []).append(d)
+        self.by_hour.setdefault(occurred_ms - occurred_ms % HOUR_MS, []).append(d)
         if len(self._seen) > self.max_entries:
-            self._drop_hours(sorted(self._by_hour)[:1])
+            self._drop_hours(sorted(self.by_hour)[:1])
 
     def prune(self, horizon_ms: int) -> None:
         """Forget ids of events that occurred before ``horizon_ms`` (by whole hours)."""
-        self._drop_hours([h for h in self._by_hour if h + HOUR_MS <= horizon_ms])
+        self._drop_hours([h for h in self.by_hour if h + HOUR_MS <= horizon_ms])
 
     def _drop_hours(self, hours: Iterable[int]) -> None:
         for hour in hours:
-            self._seen.difference_update(self._by_hour.pop(hour))
+            self._seen.difference_update(self.by_hour.pop(hour))
             self._packed.pop(hour, None)
 
     # compact form: {hour_ms_as_str: base64 of packed 8-byte digests}
     def to_plain(self) -> dict[str, str]:
-        return {str(hour): self._pack(hour, ds) for hour, ds in self._by_hour.items()}
+        return {str(hour): self.pack(hour, ds) for hour, ds in self.by_hour.items()}
 
-    def _pack(self, hour: int, ds: list[int]) -> str:
+    def pack(self, hour: int, ds: list[int]) -> str:
         held = self._packed.get(hour)
         if held is not None and held[0] == len(ds):
             return held[1]
@@ -77,13 +77,18 @@ class Deduper:
             self._packed[hour] = (len(ds), packed)
         return packed
 
+    def restore_hour(self, hour: int, ds: list[int]) -> None:
+        """Put back an hour's ids read from a state (in the order they were added)."""
+        self.by_hour[hour] = ds
+        self._seen.update(ds)
+
     @classmethod
     def from_plain(cls, max_entries: int, data: dict[str, str]) -> Deduper:
         dedupe = cls(max_entries)
         for hour, packed in data.items():
             raw = base64.b64decode(packed)
             ds = list(struct.unpack(f">{len(raw) // 8}Q", raw))
-            dedupe._by_hour[int(hour)] = ds
+            dedupe.by_hour[int(hour)] = ds
             dedupe._seen.update(ds)
             if len(ds) >= dedupe.packed_from:
                 dedupe._packed[int(hour)] = (len(ds), packed)

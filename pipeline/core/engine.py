@@ -1,7 +1,8 @@
 """One community's engine: dedupe -> event-time windows -> first responses -> health.
 
 The whole state of a community is one ``CommunityEngine`` (serialized with
-``to_state``/``from_state``), so a Faust table keyed by community_id can hold it.
+``to_state``/``from_state``, or saved a page at a time with ``state_writes``:
+pipeline.core.state), so a Faust table keyed by community_id can hold it.
 No I/O, no clock reads: the caller passes the wall clock in.
 
 Flow of ``apply(event, wall_now_ms)``:
@@ -81,6 +82,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core import state
 from pipeline.core.buckets import Bucket
 from pipeline.core.concentration import concentration
 from pipeline.core.dedupe import Deduper
@@ -160,6 +162,7 @@ class CommunityEngine:
         self.buckets: dict[str, dict[int, Bucket]] = {"1h": {}, "1d": {}}
         self.members: dict[str, list[int]] = {}  # actor -> [first post ms, last post ms]
         self.threads = ThreadBook()
+        self.pages = state.Pages()  # what the stored state holds in pages of its own (state.writes)
         self.last_post_ms: int | None = None
         self.verdict: Verdict | None = None
         # the last evaluation's snapshot, built only when read (see the snapshot property)
@@ -779,15 +782,20 @@ class CommunityEngine:
     # ---------------------------------------------------------------- state
 
     def to_state(self) -> bytes:
-        from pipeline.core.state import encode
+        """The whole state in one record (see ``state_writes`` for what the worker saves)."""
+        return state.encode(self)
 
-        return encode(self)
+    def state_writes(self) -> list[state.Write]:
+        """The records that bring the stored state up to this engine: only what changed since
+        the last call, for a busy community (pipeline.core.state)."""
+        return state.writes(self)
 
     @classmethod
-    def from_state(cls, data: bytes, policy: CommunityPolicy = DEFAULT_POLICY) -> CommunityEngine:
-        from pipeline.core.state import decode
-
-        return decode(data, policy)
+    def from_state(
+        cls, data: bytes, policy: CommunityPolicy = DEFAULT_POLICY, read: state.ReadRecord | None = None
+    ) -> CommunityEngine:
+        """The engine of a state record; ``read`` gives the records of the pages it names."""
+        return state.decode(data, policy, read)
 
 
 def _figures(views: dict[str, Any]) -> tuple[Any, ...]:

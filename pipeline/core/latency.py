@@ -27,6 +27,15 @@ from typing import Any
 
 from pipeline.core.windows import DAY_MS, SIZE_MS
 
+# threads per state page: a busy community's save writes the pages of the threads it touched,
+# not all of them; a community that never had more threads than this keeps them in one record
+THREADS_PER_PAGE = 256
+
+
+def page_of(seq: int) -> int:
+    """The state page of the ``seq``-th thread a community created (counting from 0)."""
+    return seq // THREADS_PER_PAGE
+
 
 @dataclass(slots=True)
 class Thread:
@@ -44,6 +53,8 @@ class Thread:
     # (ms, actor) of replies that are not candidates: all of them while the start is unknown,
     # and those too far before it (an earlier report of the start may still admit them)
     held: list[tuple[int, str]] = field(default_factory=list)
+    # the state page this thread is saved in (see ThreadBook.seq and pipeline.core.state)
+    page: int = 0
 
     def first_response(self) -> tuple[str, int] | None:
         """(responder, reply time); the reply may precede the start (see ``answered_at``)."""
@@ -182,10 +193,13 @@ class ThreadBook:
         "open",
         "open_starts",
         "orphans",
+        "page_tids",
         "recent",
+        "seq",
         "settled",
         "starts",
         "threads",
+        "touched",
         "window_latencies",
     )
 
@@ -203,15 +217,25 @@ class ThreadBook:
         self.answered: list[tuple[int, int]] = []
         self.health_from: int | None = None
         self.health_latencies: list[int] = []
+        # state pages: the n-th thread ever created goes in page n // THREADS_PER_PAGE, so a
+        # save writes the pages of the threads touched since the last one (pipeline.core.state)
+        self.seq = 0
+        self.page_tids: dict[int, list[str]] = {}  # page -> ids of threads created in it (some gone)
+        self.touched: set[int] = set()  # pages whose threads changed since the last save
 
     def __len__(self) -> int:
         return len(self.threads)
 
     def get(self, tid: str) -> Thread:
+        """The thread, created if new; the caller is about to change it (its page is touched)."""
         thread = self.threads.get(tid)
         if thread is None:
-            thread = self.threads[tid] = Thread()
+            page = page_of(self.seq)
+            self.seq += 1
+            thread = self.threads[tid] = Thread(page=page)
+            self.page_tids.setdefault(page, []).append(tid)
             self.orphans.add(tid)
+        self.touched.add(thread.page)
         return thread
 
     def reindex(self, tid: str, thread: Thread, old_start_ms: int | None, old_answered_ms: int | None) -> None:
@@ -362,7 +386,10 @@ class ThreadBook:
         drop: list[str] = []
         for tid in list(self.orphans):
             t = self.threads[tid]
+            held = len(t.held)
             t.forget_held_before(held_before_ms)
+            if len(t.held) != held:
+                self.touched.add(t.page)
             if t.start_ms is None and not t.held:
                 drop.append(tid)
             elif t.start_ms is not None and not t.held:
@@ -380,6 +407,7 @@ class ThreadBook:
                 self.recent.discard(tid)
                 self.settled.setdefault(_day(t.start_ms), []).append((t.start_ms, at))
                 del self.threads[tid]
+                self.touched.add(t.page)
                 self._forget(tid, t)
         for old_day in [d for d in self.settled if d + DAY_MS <= started_before_ms]:
             for start, at in self.settled.pop(old_day):
@@ -393,6 +421,7 @@ class ThreadBook:
                     drop.append(tid)
         for tid in set(drop):
             t = self.threads.pop(tid)
+            self.touched.add(t.page)
             self._index(t.start_ms, t.answered_at(), tid in self.open, tid in self.recent, add=False)
             self._forget(tid, t)
 
@@ -410,12 +439,19 @@ class ThreadBook:
 
     @classmethod
     def rebuild(
-        cls, threads: dict[str, Thread], recent_since_ms: int, settled: dict[int, list[tuple[int, int]]]
+        cls,
+        threads: dict[str, Thread],
+        recent_since_ms: int,
+        settled: dict[int, list[tuple[int, int]]],
+        seq: int | None = None,
     ) -> ThreadBook:
+        """A book of restored threads (each with its ``page``); ``seq`` None: as many as there are."""
         book = cls()
         book.threads = threads
         book.settled = settled
+        book.seq = len(threads) if seq is None else seq
         for tid, t in threads.items():
+            book.page_tids.setdefault(t.page, []).append(tid)
             if t.start_ms is None or t.held:
                 book.orphans.add(tid)
             if t.start_ms is None:

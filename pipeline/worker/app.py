@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from pipeline import topics
 from pipeline.communities import load_directory
 from pipeline.config import Settings
+from pipeline.core.state import is_page_key
 from pipeline.metrics import WorkerMetrics
 from pipeline.worker.processing import (
     EMIT_ON_FLUSH,
@@ -40,6 +41,7 @@ from pipeline.worker.processing import (
     encode_tick,
     partition_for,
     tail_stalls,
+    write_saves,
 )
 
 log = logging.getLogger(__name__)
@@ -48,9 +50,10 @@ TICK_INTERVAL_S = 5.0
 # a partition's applied events are flushed (windows emitted, health shown) after this many
 # events or this long, whichever comes first; their state is saved and their offsets
 # acknowledged at a flush at least SAVE_INTERVAL_S after the first unsaved event (or after
-# FLUSH_EVENTS unsaved events). A save writes each changed community's whole state: in live
-# traffic, where most events are the only one of their community in a flush, saving at every
-# flush cost about one state write per event. A crash re-applies at most this much.
+# FLUSH_EVENTS unsaved events). A save writes each changed community's state record (and the
+# pages a busy one changed, pipeline.core.state): in live traffic, where most events are the
+# only one of their community in a flush, saving at every flush cost about one state write per
+# event. A crash re-applies at most this much.
 FLUSH_EVENTS = 2000
 # 0.25 s, like the sink's batch age: every flush emits each changed community's windows, and
 # at 300/s the two at 0.25 s cost the worker up to 0.08 of a core more than at 0.5 s, for about
@@ -155,7 +158,7 @@ class PulseWorker:
             partitions=topics.EVENT_PARTITIONS,
             key_type=bytes,
             value_type=bytes,
-            # one record holds a community's whole state (see topics.STATE_MAX_BYTES)
+            # a community's head record can be large (see topics.STATE_MAX_BYTES)
             extra_topic_configs={"max.message.bytes": str(topics.STATE_RECORD_MAX_BYTES)},
         )
         self.processor = Processor(
@@ -227,19 +230,16 @@ class PulseWorker:
 
     # -- state table ------------------------------------------------------------
 
-    def _load_state(self, community_id: str) -> bytes | None:
-        value: bytes | None = self.table.get(community_id.encode())
+    def _load_state(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.table.get(key)
         return value
-
-    def _save_state(self, community_id: str, state: bytes) -> None:
-        self.table[community_id.encode()] = state
 
     def _adopt_partition(self, partition: int) -> None:
         """After start or rebalance: find the communities of a partition in the table."""
         if partition in self._scanned:
             return
         self._scanned.add(partition)
-        keys = [k.decode() for k in self.table]
+        keys = [k.decode() for k in self.table if not is_page_key(k)]  # a community's head, not its pages
         self.processor.adopt(k for k in keys if partition_for(k, topics.EVENT_PARTITIONS) == partition)
 
     def _owned(self) -> list[TP]:
@@ -498,8 +498,7 @@ class PulseWorker:
             unconfirmed.clear()
         if self._revoked_since(partition, revocations):
             return
-        for community_id, state in result.saves:
-            self._save_state(community_id, state)
+        write_saves(self.table, result.saves)
         self._observe(result, event)
         for finished in done:
             await stream.ack(finished)  # synchronous inside: no rebalance between save and ack

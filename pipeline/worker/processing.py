@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from pipeline import topics
 from pipeline.communities import Directory
 from pipeline.core.engine import CommunityEngine, Emissions
+from pipeline.core.state import ReadRecord, Write, state_key
 from pipeline.core.windows import DEFAULT_WINDOWS, WindowsConfig
 from pipeline.events import CanonicalEvent
 from pipeline.results import HealthSnapshot
@@ -29,7 +30,18 @@ from pipeline.results import HealthSnapshot
 # final results with far fewer intermediate versions and far less work
 EMIT_ON_FLUSH = replace(DEFAULT_WINDOWS, emit_on_apply=False)
 
-LoadState = Callable[[str], bytes | None]
+# a record of the state table by key (a community's head, state.state_key, or one of its pages)
+LoadState = ReadRecord
+
+
+def write_saves(table: MutableMapping[bytes, bytes], saves: Iterable[tuple[str, list[Write]]]) -> None:
+    """Make a step's state writes to a table (the worker's Faust table, or a dict)."""
+    for _, writes in saves:
+        for key, record in writes:
+            if record is None:
+                table.pop(key, None)
+            else:
+                table[key] = record
 
 
 class Unprocessable(Exception):
@@ -56,9 +68,10 @@ class StepResult:
     late_dropped: int = 0
     processed: int = 0
     future_dropped: int = 0
-    # states to write to the table once the outputs are delivered: a saved state must
-    # never run ahead of its output, or a crash in between would lose those rows for good
-    saves: list[tuple[str, bytes]] = field(default_factory=list)
+    # per saved community, the state records to write to the table (in order; None deletes)
+    # once the outputs are delivered: a saved state must never run ahead of its output, or
+    # a crash in between would lose those rows for good
+    saves: list[tuple[str, list[Write]]] = field(default_factory=list)
 
     def add_step(self, other: StepResult) -> None:
         self.outputs += other.outputs
@@ -242,9 +255,9 @@ class Processor:
             self._engines.move_to_end(community_id)
             return engine
         policy = self.directory.policy_for(community_id)
-        data = self._load(community_id)
+        data = self._load(state_key(community_id))
         if data is not None:
-            engine = CommunityEngine.from_state(data, policy)
+            engine = CommunityEngine.from_state(data, policy, self._load)
             engine.config = self.windows  # state holds no rules: set them again
         elif event is not None:
             engine = CommunityEngine(community_id, event.platform, event.space_id, policy, self.windows)
@@ -348,7 +361,7 @@ class Processor:
                 engine = self._engines.get(community_id)
                 if engine is None:  # never: an engine owing a save is not dropped
                     continue
-                result.saves.append((community_id, engine.to_state()))
+                result.saves.append((community_id, engine.state_writes()))
                 self._unsaved.add(community_id)
         return result
 
@@ -383,7 +396,7 @@ class Processor:
             if emissions.windows or emissions.health or emissions.first_responses:
                 result.add(emissions)
                 if save:
-                    result.saves.append((community_id, engine.to_state()))
+                    result.saves.append((community_id, engine.state_writes()))
                     self._unsaved.add(community_id)
                 else:
                     self._flushed_unsaved.setdefault(partition, set()).add(community_id)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pipeline import topics
 from pipeline.communities import load_directory
+from pipeline.core.state import state_key
 from pipeline.events import CanonicalEvent
 from pipeline.worker.processing import (
     PartitionProgress,
@@ -23,7 +24,9 @@ from pipeline.worker.processing import (
     encode_tick,
     partition_for,
     tail_stalls,
+    write_saves,
 )
+from tests.core.test_state_pages import page_sizes
 from tests.worker.test_worker_kafka import _final_rows, _history, _reference
 
 WALL_MS = 1_800_000_000_000
@@ -51,7 +54,7 @@ def _run(
     given counts of events and saving at every ``save_every``-th flush of the partition;
     optionally lose the process (unsaved work) and restart.
     ``max_engines``: engines kept in memory (the others are read back from the table)."""
-    table: dict[str, bytes] = {}
+    table: dict[bytes, bytes] = {}
     processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS, max_engines)
     rows: list[dict[str, Any]] = []
     since_flush: dict[int, int] = {}
@@ -86,10 +89,10 @@ def _run(
     return _final_rows(rows)
 
 
-def _flushed(result: StepResult, table: dict[str, bytes]) -> list[dict[str, Any]]:
+def _flushed(result: StepResult, table: dict[bytes, bytes]) -> list[dict[str, Any]]:
     """What the agent does with a flush: outputs first, then the states."""
     rows = [json.loads(o.value) for o in result.outputs if o.topic == topics.WINDOWS]
-    table.update(result.saves)
+    write_saves(table, result.saves)
     return rows
 
 
@@ -116,7 +119,7 @@ def test_losing_unsaved_work_and_redelivering_it_gives_the_same_final_windows(
 
 
 def test_a_flush_that_does_not_save_emits_windows_and_saves_nothing(history: list[CanonicalEvent]) -> None:
-    table: dict[str, bytes] = {}
+    table: dict[bytes, bytes] = {}
     processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS)
     first = history[:50]
     for event in first:
@@ -142,6 +145,19 @@ def test_engines_dropped_from_memory_and_read_back_give_the_same_final_windows()
     # a community flushed but not saved yet is never dropped: its next save would be lost
     assert _run(events, [rng.randint(1, 60) for _ in range(3)], max_engines=1, save_every=4) == expected
     assert _run(events, [rng.randint(5, 60)], restart_at=len(events) // 2, max_engines=1, save_every=3) == expected
+
+
+def test_engines_read_back_from_paged_states_give_the_same_final_windows() -> None:
+    # pages of 3 threads and 4 event ids: every community's state is mostly pages, rewritten,
+    # emptied and deleted as it goes; engines are dropped and read back, and a crash loses
+    # what was not saved
+    pair = ("052012-literature", "052012economics")
+    events = [e for e in _history() if e.community_id in pair]
+    expected = _reference(events)
+    rng = random.Random(13)
+    with page_sizes(threads=3, ids=4):
+        assert _run(events, [rng.randint(1, 60) for _ in range(3)], max_engines=1, save_every=2) == expected
+        assert _run(events, [rng.randint(5, 60)], restart_at=len(events) // 2, max_engines=1, save_every=3) == expected
 
 
 def test_ticks_round_trip_and_bad_ticks_are_unprocessable() -> None:
@@ -236,7 +252,7 @@ def test_partition_matches_the_partitioner_faust_uses(key: str) -> None:
 
 
 def test_health_revision_rises_exactly_when_current_health_may_differ(history: list[CanonicalEvent]) -> None:
-    table: dict[str, bytes] = {}
+    table: dict[bytes, bytes] = {}
     processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS)
     part = partition_for(history[0].community_id, topics.EVENT_PARTITIONS)
     start = processor.health_revision
@@ -248,7 +264,7 @@ def test_health_revision_rises_exactly_when_current_health_may_differ(history: l
     quiet = processor.health_revision
     assert processor.current_health() == shown and processor.health_revision == quiet
     processor.handle_event(history[1].to_json_bytes(), WALL_MS)
-    table.update(processor.flush(part, WALL_MS).saves)
+    write_saves(table, processor.flush(part, WALL_MS).saves)
     assert processor.health_revision > quiet
     after = processor.current_health()
     assert after[0].posts_24h == shown[0].posts_24h + 1
@@ -260,24 +276,24 @@ def test_health_revision_rises_exactly_when_current_health_may_differ(history: l
 def test_a_tick_that_does_not_save_leaves_its_changes_owed_to_the_next_saving_flush(
     history: list[CanonicalEvent],
 ) -> None:
-    table: dict[str, bytes] = {}
+    table: dict[bytes, bytes] = {}
     # no engine may stay resident unless it owes something
     processor = Processor(load_directory(None), table.get, topics.EVENT_PARTITIONS, max_engines=0)
     community = history[0].community_id
     part = partition_for(community, topics.EVENT_PARTITIONS)
     for event in history[:30]:
         processor.handle_event(event.to_json_bytes(), WALL_MS)
-    table.update(processor.flush(part, WALL_MS).saves)
+    write_saves(table, processor.flush(part, WALL_MS).saves)
     assert not processor.owes_save(part)
-    saved = table[community]
+    saved = table[state_key(community)]
     later = WALL_MS + 20 * 86_400_000  # silent for 20 days: the wall clock closes windows, health turns dead
     ticked = processor.handle_tick(part, later, save=False)
     assert ticked.outputs and not ticked.saves
     assert processor.owes_save(part)
     assert processor.resident == 1  # owing a save, the engine stays in memory
     flushed = processor.flush(part, later + 1000)
-    assert [c for c, _ in flushed.saves] == [community] and flushed.saves[0][1] != saved
-    table.update(flushed.saves)
+    assert [c for c, _ in flushed.saves] == [community] and flushed.saves[0][1][-1] != (state_key(community), saved)
+    write_saves(table, flushed.saves)
     assert not processor.owes_save(part)
     # what was saved is what the tick made: a reload shows the same health
     shown = processor.current_health()
