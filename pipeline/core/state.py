@@ -276,7 +276,7 @@ def _head(
         # answered threads kept for the 7 d views only: [day, [start, latency, start, latency, ...]]
         "settled": [
             [day, [x for start, fr in pairs for x in (start, fr - start)]]
-            for day, pairs in settled.items()
+            for day, pairs in sorted(settled.items())  # by day: a restore may hold them in another order
         ],
         "hours": [b.to_plain() for b in engine.buckets["1h"].values()],
         "days": [b.to_plain() for b in engine.buckets["1d"].values()],

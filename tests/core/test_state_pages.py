@@ -212,7 +212,7 @@ def test_settled_answers_page_by_day_through_a_long_run() -> None:
     # 20 days, a thread every 2 hours answered 1-30 hours later by turns (as in
     # test_thread_index): answers settle hourly, 3 days after they were answered, and leave
     # after 7 days; saved every day with a crash part way through every third save
-    with page_sizes(threads=4, ids=8, answers=3):
+    with page_sizes(threads=4, ids=8, answers=6):  # some days page, some stay in the head
         eng = engine(config=CONFIG)
         table: dict[bytes, bytes] = {}
         paged_days = set()
@@ -231,7 +231,9 @@ def test_settled_answers_page_by_day_through_a_long_run() -> None:
                     assert _doc(_restore(crashed)) == before
                 _write(table, writes)
                 paged_days |= {day for day, _, _ in orjson.loads(table[state_key("c1")])["settled_pages"]}
+                saved = _doc(eng)
                 eng = _restore(table)
+                assert _doc(eng) == saved
                 assert _indexes(eng.threads) == _records(eng.threads)
                 assert set(table) <= _named(table)
         assert len(paged_days) >= 5, paged_days  # days of settled answers went to pages (and left)
