@@ -81,24 +81,34 @@ def is_page_key(key: bytes) -> bool:
 class Pages:
     """Where a community's pages stood at its last save (what the stored head names).
 
-    Thread pages are rewritten in the slot (0 or 1) the head does not name, so a crash
-    between a page and its head leaves the head naming the pages it was written with.
-    An hour's event ids and a day's settled answers only grow: their pages are written from
-    the last saved one on, and a head reads only the items it counted; an hour or day
-    forgotten and begun again gets a new ``gen`` in its keys. Keys a head no longer names
-    are deleted after it is written.
+    Every page record is written under a key never used before (a ``gen`` from a counter
+    kept in the head), and a key the head no longer names is deleted after the head is
+    written: a crash anywhere in a save leaves the previous head naming the records it was
+    written with. An hour's event ids and a day's settled answers only grow: their pages are
+    written from the last saved one on, and a head reads only the items it counted.
     """
 
-    __slots__ = ("days", "hours", "inline_page", "next_gen", "thread_slots")
+    __slots__ = ("days", "hours", "inline_page", "last_gone", "next_gen", "redo", "thread_gens")
 
     def __init__(self) -> None:
-        self.thread_slots: dict[int, int] = {}  # thread page -> slot of its current record
+        self.thread_gens: dict[int, int] = {}  # thread page -> gen of its current record
         self.inline_page: int | None = None  # the thread page the head held itself
         # paged hour of event ids / day of settled answers -> (gen, items saved, the list): another
         # list is an hour or day begun again
         self.hours: dict[int, Held] = {}
         self.days: dict[int, Held] = {}
         self.next_gen = 0
+        self.last_gone: list[bytes] = []  # the deletions of the last save
+        self.redo = False  # the last save was not written: write every page again
+
+    def lost(self) -> None:
+        """The records of the last ``writes`` were not written: the next one writes every page
+        anew (under new keys) and deletes what the previous head named as well."""
+        self.redo = True
+
+    def _gen(self) -> int:
+        self.next_gen += 1
+        return self.next_gen - 1
 
 
 def encode(engine: CommunityEngine) -> bytes:
@@ -112,32 +122,41 @@ def writes(engine: CommunityEngine) -> list[Write]:
     """The records to write so the stored state is the engine's: changed pages, the head, deletions.
 
     In that order: the head names only pages written before it, and a page it stops naming
-    is deleted after it. Updates ``engine.pages`` as if every write is made.
+    is deleted after it. Updates ``engine.pages`` as if every write is made; if they are not,
+    call ``engine.pages.lost()`` before the next save.
     """
     cid = engine.community_id
     book = engine.threads
     pages = engine.pages
     out: list[Write] = []
     gone: list[bytes] = []
-    # threads: the page still filling stays in the head; a touched page of its own is rewritten
     inline = page_of(book.seq)
-    dirty = book.touched - {inline}
+    dirty = set(book.touched)
+    if pages.redo:  # the last save never reached the table: start over, deleting what it named too
+        gone += pages.last_gone
+        dirty |= set(pages.thread_gens) | set(book.page_tids)
+        for letter, held in (("d", pages.hours), ("s", pages.days)):
+            per_page = IDS_PER_PAGE if letter == "d" else ANSWERS_PER_PAGE
+            for key, (gen, saved, _) in held.items():
+                gone += [page_key(cid, f"{letter}{key}.{gen}.{i}") for i in range(-(-saved // per_page))]
+            held.clear()
+        pages.redo = False
+    # threads: the page still filling stays in the head; a touched page of its own is rewritten
+    dirty.discard(inline)
     if pages.inline_page is not None and pages.inline_page != inline:
         dirty.add(pages.inline_page)  # just filled: from now on a record of its own
     threads = book.threads
     for page in sorted(dirty):
         tids = _alive(book, page)
-        slot = pages.thread_slots.get(page)
+        old = pages.thread_gens.pop(page, None)
+        if old is not None:
+            gone.append(page_key(cid, f"t{page}.{old}"))
         if not tids:
             book.page_tids.pop(page, None)
-            if slot is not None:
-                del pages.thread_slots[page]
-                gone += [page_key(cid, f"t{page}.{s}") for s in (0, 1)]
             continue
         book.page_tids[page] = tids  # without those gone
-        slot = 0 if slot is None else 1 - slot
-        pages.thread_slots[page] = slot
-        out.append((page_key(cid, f"t{page}.{slot}"), orjson.dumps({tid: _record(threads[tid]) for tid in tids})))
+        gen = pages.thread_gens[page] = pages._gen()
+        out.append((page_key(cid, f"t{page}.{gen}"), orjson.dumps({tid: _record(threads[tid]) for tid in tids})))
     book.touched.clear()
     pages.inline_page = inline
     inline_tids = _alive(book, inline)
@@ -153,11 +172,12 @@ def writes(engine: CommunityEngine) -> list[Write]:
         {str(hour): dedupe.pack(hour, dedupe.by_hour[hour]) for hour in small_hours},
         {day: book.settled[day] for day in small_days},
     )
-    head["thread_pages"] = sorted(pages.thread_slots.items())  # [page, slot]: records "t<page>.<slot>"
+    head["thread_pages"] = sorted(pages.thread_gens.items())  # [page, gen]: records "t<page>.<gen>"
     head["id_pages"] = [[hour, gen, n] for hour, (gen, n, _) in pages.hours.items()]  # "d<hour>.<gen>.<i>"
     head["settled_pages"] = [[day, gen, n] for day, (gen, n, _) in pages.days.items()]  # "s<day>.<gen>.<i>"
     head["page_gen"] = pages.next_gen
     out.append((state_key(cid), orjson.dumps(head)))
+    pages.last_gone = gone
     out += [(key, None) for key in gone]
     return out
 
@@ -193,8 +213,7 @@ def _grown(
             if len(items) < per_page:
                 small.append(key)
                 continue
-            h = (pages.next_gen, 0, items)
-            pages.next_gen += 1
+            h = (pages._gen(), 0, items)
         gen, saved, _ = h
         if saved == len(items):
             continue
@@ -326,10 +345,10 @@ def decode(data: bytes, policy: CommunityPolicy, read: ReadRecord | None = None)
         return record
 
     threads: dict[str, Thread] = {}
-    for number, slot in doc.get("thread_pages", ()):
-        for tid, plain in orjson.loads(page(f"t{number}.{slot}")).items():
+    for number, gen in doc.get("thread_pages", ()):
+        for tid, plain in orjson.loads(page(f"t{number}.{gen}")).items():
             threads[tid] = _thread(plain, number)
-        pages.thread_slots[number] = slot
+        pages.thread_gens[number] = gen
     seq = doc.get("seq", len(doc["threads"]))  # states before pages: as if all were new
     pages.inline_page = page_of(seq)
     for tid, plain in doc["threads"].items():

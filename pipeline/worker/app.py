@@ -489,13 +489,17 @@ class PulseWorker:
         producer = self.app.producer
         names = self._topic_names
         unconfirmed = self._unconfirmed.setdefault(partition, [])
-        for out in result.outputs:
-            unconfirmed.append(await producer.send(names[out.topic], out.key, out.value, None, None, None))
-        if result.saves:
-            # outputs first (this step's and those of the partition's events since its last
-            # flush), acknowledged by Kafka; only then the state that no longer owes them
-            await asyncio.gather(*unconfirmed)
-            unconfirmed.clear()
+        try:
+            for out in result.outputs:
+                unconfirmed.append(await producer.send(names[out.topic], out.key, out.value, None, None, None))
+            if result.saves:
+                # outputs first (this step's and those of the partition's events since its last
+                # flush), acknowledged by Kafka; only then the state that no longer owes them
+                await asyncio.gather(*unconfirmed)
+                unconfirmed.clear()
+        except BaseException:
+            self.processor.saves_lost(c for c, _ in result.saves)  # their next save writes them whole
+            raise
         if self._revoked_since(partition, revocations):
             return
         write_saves(self.table, result.saves)

@@ -314,6 +314,23 @@ class Processor:
                 self._stale.discard(community_id)
                 self._unsaved.discard(community_id)
 
+    def saves_lost(self, community_ids: Iterable[str]) -> None:
+        """The caller could not write these communities' saves (a step failed before it did).
+
+        A save writes only what changed since the last one, so the next save of each must
+        write everything again (``Pages.lost``); they owe one from now on, and their engines,
+        which hold the step's events, stay in memory until then. (Dropping them instead would
+        let later saves move the stored stream time past the step's events, which, coming
+        again after a restart, would then be refused as late.)
+        """
+        for community_id in community_ids:
+            engine = self._engines.get(community_id)
+            if engine is None:  # never: an engine whose save is not written yet is not dropped
+                continue
+            engine.pages.lost()
+            self._flushed_unsaved.setdefault(self.partition_of(community_id), set()).add(community_id)
+            self._unsaved.discard(community_id)
+
     # -- steps ----------------------------------------------------------------
 
     def handle_event(self, value: bytes | None, wall_ms: int) -> StepResult:

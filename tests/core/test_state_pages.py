@@ -52,11 +52,11 @@ def _restore(table: dict[bytes, bytes], community: str = "c1") -> CommunityEngin
 
 
 def _named(table: dict[bytes, bytes], community: str = "c1") -> set[bytes]:
-    """The keys the head names, and the other slot of each thread page (kept until the page goes)."""
+    """The keys the head names."""
     head = orjson.loads(table[state_key(community)])
     keys = {state_key(community)}
-    for page, _ in head["thread_pages"]:
-        keys |= {page_key(community, f"t{page}.{slot}") for slot in (0, 1)}
+    for page, gen in head["thread_pages"]:
+        keys.add(page_key(community, f"t{page}.{gen}"))
     for hour, gen, n in head["id_pages"]:
         keys |= {page_key(community, f"d{hour}.{gen}.{i}") for i in range(-(-n // state.IDS_PER_PAGE))}
     for day, gen, n in head["settled_pages"]:
@@ -106,9 +106,7 @@ def test_paged_saves_restore_exactly_and_a_save_cut_short_leaves_the_last_whole_
                 paged += len(writes) > 1
                 eng = _restore(table)
                 assert _doc(eng) == saved
-                assert set(table) <= _named(table) and _named(table) - set(table) <= {
-                    page_key("c1", f"t{page}.{1 - slot}") for page, slot in eng.pages.thread_slots.items()
-                }
+                assert set(table) == _named(table)
             elif kind == "advance":
                 eng.advance(wall + max(minutes, 0) * MIN)
             else:
@@ -133,20 +131,22 @@ def test_a_save_writes_only_the_pages_that_changed() -> None:
     first = eng.state_writes()
     _write(table, first)
     hour = T0 - T0 % HOUR
-    assert {key for key, _ in first} == {
+    assert [key for key, _ in first] == [
+        *(page_key("c1", f"t{p}.{p}") for p in range(3)),  # the 4th (232 threads) is filling: in the head
+        *(page_key("c1", f"d{hour}.3.{i}") for i in range(3)),  # 2,048 + 2,048 + 904 ids
         state_key("c1"),
-        *(page_key("c1", f"t{p}.0") for p in range(3)),  # the 4th (232 threads) is filling: in the head
-        *(page_key("c1", f"d{hour}.0.{i}") for i in range(3)),  # 2,048 + 2,048 + 904 ids
-    }
+    ]
     assert [key for key, _ in eng.state_writes()] == [state_key("c1")]  # nothing changed
-    # a reply to a thread of page 1: that page (in its other slot), the hour's last page of ids, the head
+    # a reply to a thread of page 1: that page (under a new key), the hour's last page of ids,
+    # the head, then the page's old key goes
     at = T0 + 1000 * 100
     eng.apply(ev("reply", "late-helper", at, thread="t300"), at)
     eng.advance(at)
-    assert [key for key, _ in eng.state_writes()] == [
-        page_key("c1", "t1.1"),
-        page_key("c1", f"d{hour}.0.2"),
-        state_key("c1"),
+    assert [(key, record is None) for key, record in eng.state_writes()] == [
+        (page_key("c1", "t1.4"), False),
+        (page_key("c1", f"d{hour}.3.2"), False),
+        (state_key("c1"), False),
+        (page_key("c1", "t1.1"), True),
     ]
 
 
@@ -175,13 +175,38 @@ def test_restores_keep_paging_where_the_last_save_left_it() -> None:
     _write(table, eng.state_writes())
     again = _restore(table)
     assert _doc(again) == _doc(eng)
-    assert again.pages.thread_slots == eng.pages.thread_slots
+    assert again.pages.thread_gens == eng.pages.thread_gens
     assert [key for key, _ in again.state_writes()] == [state_key("c1")]
     # a restored engine creates threads in the page still filling, as the saved one would have
     at = T0 + 600 * 100
     for e in (again, eng):
         e.apply(ev("thread_started", "new", at, thread="fresh"), at)
     assert again.threads.threads["fresh"].page == eng.threads.threads["fresh"].page == 600 // 256
+
+
+def test_after_a_save_that_was_not_written_the_next_one_writes_everything_anew() -> None:
+    with page_sizes(threads=4, ids=8, answers=3):
+        eng = _busy(threads=40, ids_per_thread=3)
+        table: dict[bytes, bytes] = {}
+        _write(table, eng.state_writes())
+        durable = _doc(eng)
+        at = T0 + 40 * 100
+        for n in range(12):  # replies to old threads and new ones: pages change
+            eng.apply(ev("reply", "h", at + n, thread=f"t{n * 3}"), at + n)
+            eng.apply(ev("thread_started", "a", at + n, thread=f"new{n}"), at + n)
+        eng.advance(at + 20)
+        eng.state_writes()  # never written (the step failed before)
+        eng.pages.lost()
+        again = eng.state_writes()
+        # cut anywhere before its head, the table still restores the last written save
+        head = [key for key, _ in again].index(state_key("c1"))
+        for cut in range(head + 1):
+            crashed = dict(table)
+            _write(crashed, again[:cut])
+            assert _doc(_restore(crashed)) == durable
+        _write(table, again)
+        assert _doc(_restore(table)) == _doc(eng)
+        assert set(table) == _named(table)  # the old records are gone, nothing else is left
 
 
 def test_a_page_the_head_names_but_the_table_lacks_is_a_clear_error() -> None:
