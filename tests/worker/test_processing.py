@@ -135,12 +135,19 @@ def test_a_flush_that_does_not_save_emits_windows_and_saves_nothing(history: lis
     assert not any(r.outputs for r in saved)
 
 
+PAIR = ("052012-literature", "052012economics")
+
+
+def _pair() -> tuple[list[CanonicalEvent], dict[Any, Any]]:
+    """The events of two Stack Exchange communities, and the final windows they give."""
+    events = [e for e in _history() if e.community_id in PAIR]
+    return events, _reference(events)
+
+
 def test_engines_dropped_from_memory_and_read_back_give_the_same_final_windows() -> None:
     # two communities, one engine in memory: each event of one may drop the other (never a
     # dirty one, applied and not flushed, nor one whose save the caller has not written)
-    pair = ("052012-literature", "052012economics")
-    events = [e for e in _history() if e.community_id in pair]
-    expected = _reference(events)
+    events, expected = _pair()
     rng = random.Random(11)
     assert _run(events, [rng.randint(1, 300) for _ in range(3)], max_engines=1) == expected
     assert _run(events, [rng.randint(20, 300)], restart_at=len(events) // 3, max_engines=1) == expected
@@ -153,9 +160,7 @@ def test_engines_read_back_from_paged_states_give_the_same_final_windows() -> No
     # pages of 3 threads and 4 event ids: every community's state is mostly pages, rewritten,
     # emptied and deleted as it goes; engines are dropped and read back, and a crash loses
     # what was not saved
-    pair = ("052012-literature", "052012economics")
-    events = [e for e in _history() if e.community_id in pair]
-    expected = _reference(events)
+    events, expected = _pair()
     rng = random.Random(13)
     with page_sizes(threads=3, ids=4):
         assert _run(events, [rng.randint(1, 60) for _ in range(3)], max_engines=1, save_every=2) == expected
@@ -166,9 +171,7 @@ def test_after_a_save_the_caller_could_not_write_the_next_one_writes_the_state_w
     # a save computed but not written (the step failed while its outputs were delivered): the
     # engines keep the step's events and their next save writes every page again; after a
     # restart the events from the last written save on (never acknowledged) come again
-    pair = ("052012-literature", "052012economics")
-    events = [e for e in _history() if e.community_id in pair]
-    expected = _reference(events)
+    events, expected = _pair()
     failed_at = len(events) // 3
     with page_sizes(threads=3, ids=4):
         table: dict[bytes, bytes] = {}
