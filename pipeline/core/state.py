@@ -135,10 +135,9 @@ def writes(engine: CommunityEngine) -> list[Write]:
     if pages.redo:  # the last save never reached the table: start over, deleting what it named too
         gone += pages.last_gone
         dirty |= set(pages.thread_gens) | set(book.page_tids)
-        for letter, held in (("d", pages.hours), ("s", pages.days)):
-            per_page = IDS_PER_PAGE if letter == "d" else ANSWERS_PER_PAGE
-            for key, (gen, saved, _) in held.items():
-                gone += [page_key(cid, f"{letter}{key}.{gen}.{i}") for i in range(-(-saved // per_page))]
+        for letter, held, per_page in (("d", pages.hours, IDS_PER_PAGE), ("s", pages.days, ANSWERS_PER_PAGE)):
+            for key, h in held.items():
+                gone += _list_page_keys(cid, letter, key, h, per_page)
             held.clear()
         pages.redo = False
     # threads: the page still filling stays in the head; a touched page of its own is rewritten
@@ -204,8 +203,7 @@ def _grown(
     delete to ``gone``, and updates ``held``."""
     for key in [k for k, h in held.items() if lists.get(k) is not h[2]]:
         # forgotten (or forgotten and begun again: a list of its own, so new keys)
-        gen, saved, _ = held.pop(key)
-        gone += [page_key(community_id, f"{letter}{key}.{gen}.{i}") for i in range(-(-saved // per_page))]
+        gone += _list_page_keys(community_id, letter, key, held.pop(key), per_page)
     small: list[int] = []
     for key, items in lists.items():
         h = held.get(key)
@@ -222,6 +220,12 @@ def _grown(
             out.append((page_key(community_id, f"{letter}{key}.{gen}.{i}"), pack(chunk)))
         held[key] = (gen, len(items), items)
     return small
+
+
+def _list_page_keys(community_id: str, letter: str, key: int, held: Held, per_page: int) -> list[bytes]:
+    """The keys of a paged list's pages as last saved."""
+    gen, saved, _ = held
+    return [page_key(community_id, f"{letter}{key}.{gen}.{i}") for i in range(-(-saved // per_page))]
 
 
 def _read_grown(
